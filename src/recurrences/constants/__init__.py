@@ -1,0 +1,1 @@
+"""Formulas for mathematical constants: harvest -> read -> validate -> canonical PCF -> dynamics -> report. Imports no torch."""

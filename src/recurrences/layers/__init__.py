@@ -1,0 +1,7 @@
+"""Token mixers (B, T, D) -> (B, T, D), all created by name through the registry."""
+
+from __future__ import annotations
+
+from .base import Mixer, MixerSpec, available_mixers, create_mixer, mixer_spec, register_mixer
+
+__all__ = ["Mixer", "MixerSpec", "available_mixers", "create_mixer", "mixer_spec", "register_mixer"]

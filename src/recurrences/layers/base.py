@@ -1,0 +1,200 @@
+"""The Mixer contract and the registry every model, config, arena run and benchmark goes through.
+
+A mixer maps (B, T, D) -> (B, T, D). ``mask`` (B, T) bool marks real (True) vs padding (False)
+positions, and padding must never change real outputs. Causal mixers (``causal = True``) also support
+``init_state`` / ``step`` / ``forward(x, state=..., return_state=True)``; stepping token by token equals
+the full forward. Each family's computational forms are plain functions in its own module; the module
+picks one with ``form=`` ("reference" is always the one to check against the paper; "auto", the
+default, the fastest for the input at hand).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Mixer",
+    "MixerSpec",
+    "register_mixer",
+    "create_mixer",
+    "available_mixers",
+    "mixer_spec",
+    "check_mixer_input",
+]
+
+
+def check_mixer_input(name: str, x: Tensor, d_model: int, mask: Tensor | None = None) -> None:
+    """Raise a clear error for a wrong rank, size, dtype, a non-finite x, or a malformed mask."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(f"{name}: x must have shape (B, T, D={d_model}), got rank {x.dim()} shape {tuple(x.shape)}")
+    if x.shape[-1] != d_model:
+        raise ValueError(f"{name}: x has last dim {x.shape[-1]}, expected d_model={d_model}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: x must be floating point, got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name}: x contains NaN or inf")
+    if mask is not None:
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            raise TypeError(f"{name}: mask must be a bool tensor of shape (B, T) (True = real token)")
+        if tuple(mask.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"{name}: mask has shape {tuple(mask.shape)}, expected (B, T) = {tuple(x.shape[:2])}")
+
+
+class Mixer(nn.Module):
+    """Base class of token mixers. Subclasses set ``causal``, ``forms`` and implement ``_forward``.
+
+    ``forms`` lists the names of the computational forms; it always contains "reference". The current
+    form is ``self.form`` (settable; "auto" resolves per call through :meth:`resolve_form`).
+    """
+
+    causal: bool = True
+    forms: tuple[str, ...] = ("reference",)
+
+    def __init__(self, d_model: int, n_heads: int = 1, *, form: str = "auto") -> None:
+        super().__init__()
+        name = type(self).__name__
+        if not isinstance(d_model, int) or d_model <= 0:
+            raise ValueError(f"{name}: d_model must be a positive int, got {d_model!r}")
+        if not isinstance(n_heads, int) or n_heads <= 0:
+            raise ValueError(f"{name}: n_heads must be a positive int, got {n_heads!r}")
+        if d_model % n_heads:
+            raise ValueError(f"{name}: d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.form = form
+
+    # -- forms -----------------------------------------------------------------------------------
+    @property
+    def form(self) -> str:
+        return self._form
+
+    @form.setter
+    def form(self, value: str) -> None:
+        allowed = ("auto", *self.forms)
+        if value not in allowed:
+            raise ValueError(f"{type(self).__name__}: unknown form {value!r}; expected one of {allowed}")
+        self._form = value
+
+    def resolve_form(self, T: int) -> str:
+        """The form used for length T: ``self.form`` unless it is "auto" (subclasses override)."""
+        return self.forms[-1] if self._form == "auto" else self._form
+
+    # -- the contract ----------------------------------------------------------------------------
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        mask: Tensor | None = None,
+        state: Any = None,
+        return_state: bool = False,
+    ):
+        check_mixer_input(type(self).__name__, x, self.d_model, mask)
+        if (state is not None or return_state) and not self.causal:
+            raise ValueError(f"{type(self).__name__} is bidirectional: it has no recurrent state")
+        return self._forward(x, mask=mask, state=state, return_state=return_state)
+
+    def _forward(self, x: Tensor, *, mask: Tensor | None, state: Any, return_state: bool):
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no recurrent state (causal={self.causal})")
+
+    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
+        raise NotImplementedError(f"{type(self).__name__} does not support step() (causal={self.causal})")
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, form={self.form!r}, causal={self.causal}"
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """A registered name: the factory, its default options, and what is known without building it."""
+
+    name: str
+    factory: Callable[..., Mixer]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    causal: bool = True
+    description: str = ""
+    family: str = ""
+
+
+_REGISTRY: dict[str, MixerSpec] = {}
+_BUILTINS_LOADED = False
+
+
+def _load_builtins() -> None:
+    """Import every module of this package once, so that their registrations run."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    import importlib
+    import pkgutil
+
+    import recurrences.layers as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"recurrences.layers.{info.name}")
+
+
+def register_mixer(
+    name: str,
+    factory: Callable[..., Mixer] | None = None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    causal: bool | None = None,
+    description: str = "",
+    family: str = "",
+):
+    """Register ``factory`` (a Mixer subclass or a callable returning one) under ``name``.
+
+    Usable as a decorator (``@register_mixer("lion-s", defaults={...})``) or a call. ``causal`` defaults
+    to the class attribute of ``factory`` combined with a ``causal`` entry in ``defaults``.
+    """
+
+    def deco(f):
+        if name in _REGISTRY and _REGISTRY[name].factory is not f:
+            raise ValueError(f"mixer name {name!r} is already registered")
+        d = dict(defaults or {})
+        c = causal
+        if c is None:
+            c = bool(d.get("causal", getattr(f, "causal", True)))
+        _REGISTRY[name] = MixerSpec(name, f, d, c, description or (f.__doc__ or "").strip().split("\n")[0], family)
+        return f
+
+    return deco(factory) if factory is not None else deco
+
+
+def available_mixers(*, causal: bool | None = None) -> list[str]:
+    """Names of all registered mixers (optionally only causal or only bidirectional ones), sorted."""
+    _load_builtins()
+    return sorted(n for n, s in _REGISTRY.items() if causal is None or s.causal == causal)
+
+
+def mixer_spec(name: str) -> MixerSpec:
+    _load_builtins()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        known = sorted(_REGISTRY)
+        close = difflib.get_close_matches(str(name), known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown mixer {name!r}.{hint} Known mixers: {', '.join(known)}")
+    return _REGISTRY[name]
+
+
+def create_mixer(name: str, d_model: int, n_heads: int = 1, **options: Any) -> Mixer:
+    """Build the mixer registered as ``name``: ``create_mixer("lion-s", d_model=128, n_heads=4)``."""
+    spec = mixer_spec(name)
+    kwargs = {**spec.defaults, **options}
+    try:
+        return spec.factory(d_model=d_model, n_heads=n_heads, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"create_mixer({name!r}): bad options {sorted(options)}: {e}") from e

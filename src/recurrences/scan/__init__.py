@@ -1,0 +1,13 @@
+"""Numeric core: first-order linear recurrences along time.
+
+    h_t = a_t * h_{t-1} + b_t
+
+:func:`linear_scan` is the one entry point; :mod:`recurrences.scan.reference` holds the sequential
+ground truth and :mod:`recurrences.scan.chunked` the fast chunked form.
+"""
+
+from __future__ import annotations
+
+from .api import METHODS, linear_scan
+
+__all__ = ["linear_scan", "METHODS"]
