@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from recurrences.scan import all_finite
+
 __all__ = [
     "Mixer",
     "MixerSpec",
@@ -39,7 +41,7 @@ def check_mixer_input(name: str, x: Tensor, d_model: int, mask: Tensor | None = 
         raise ValueError(f"{name}: x has last dim {x.shape[-1]}, expected d_model={d_model}")
     if not x.is_floating_point():
         raise TypeError(f"{name}: x must be floating point, got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError(f"{name}: x contains NaN or inf")
     if mask is not None:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:

@@ -8,6 +8,6 @@ ground truth and :mod:`recurrences.scan.chunked` the fast chunked form.
 
 from __future__ import annotations
 
-from .api import METHODS, linear_scan
+from .api import METHODS, all_finite, linear_scan
 
-__all__ = ["linear_scan", "METHODS"]
+__all__ = ["linear_scan", "all_finite", "METHODS"]

@@ -17,6 +17,16 @@ _COMPLEX = (torch.complex64, torch.complex128)
 _AUTO_MIN_T = 32
 
 
+def all_finite(x: Tensor) -> bool:
+    """True when x has no NaN/inf. One cheap reduction; the exact elementwise check only runs when the sum is
+    not finite (NaN/inf present, or a legitimate overflow of the sum)."""
+    if not (x.is_floating_point() or x.is_complex()):
+        return True
+    if bool(torch.isfinite(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
 def _check_tensor(name: str, x: object) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"linear_scan: {name} must be a torch.Tensor, got {type(x).__name__}")
@@ -85,7 +95,7 @@ def linear_scan(
     S = b.shape[2:]
     if check_finite:
         for name, x in (("a", a), ("b", b), ("initial", initial)):
-            if x is not None and not bool(torch.isfinite(x).all()):
+            if x is not None and not all_finite(x):
                 raise ValueError(f"linear_scan: {name} contains NaN or inf; it would poison every later state")
 
     a = a.to(work).expand(shape)
@@ -113,21 +123,21 @@ def linear_scan(
             ) from None
         initial = initial.reshape(B, -1)
 
+    if T == 0:
+        last = torch.zeros(B, *S, dtype=work, device=b.device) if initial is None else initial.reshape(B, *S)
+        return b.to(out_dtype).clone(), last.to(out_dtype)
     a3 = a.reshape(B, T, -1)
     b3 = b.reshape(B, T, -1)
-    if reverse:
-        a3, b3 = a3.flip(1), b3.flip(1)
     if method == "auto":
         method = "sequential" if T < _AUTO_MIN_T else "chunked"
     if method == "sequential":
-        h, _ = sequential_scan(a3, b3, initial)
+        if reverse:
+            h, _ = sequential_scan(a3.flip(1), b3.flip(1), initial)
+            h = h.flip(1)
+        else:
+            h, _ = sequential_scan(a3, b3, initial)
     else:
-        h = chunked_scan(a3, b3, initial, chunk_size)
-    if reverse:
-        h = h.flip(1)
+        h = chunked_scan(a3, b3, initial, chunk_size, reverse)
     h = h.reshape(B, T, *S)
-    if T == 0:
-        last = torch.zeros(B, *S, dtype=work, device=b.device) if initial is None else initial.reshape(B, *S)
-    else:
-        last = h[:, 0] if reverse else h[:, -1]
+    last = h[:, 0] if reverse else h[:, -1]
     return h.to(out_dtype), last.to(out_dtype)
