@@ -38,8 +38,12 @@ def _inputs(T, dtype, shape=(3, 4), seed=0):
         mod = torch.rand(B, T, D, generator=g, dtype=real)
         ang = torch.rand(B, T, D, generator=g, dtype=real) * 6.28
         a = torch.polar(mod, ang)
-        b = torch.complex(torch.randn(B, T, D, generator=g, dtype=real), torch.randn(B, T, D, generator=g, dtype=real))
-        h0 = torch.complex(torch.randn(B, D, generator=g, dtype=real), torch.randn(B, D, generator=g, dtype=real))
+        b = torch.complex(
+            torch.randn(B, T, D, generator=g, dtype=real), torch.randn(B, T, D, generator=g, dtype=real)
+        )
+        h0 = torch.complex(
+            torch.randn(B, D, generator=g, dtype=real), torch.randn(B, D, generator=g, dtype=real)
+        )
     else:
         a = torch.rand(B, T, D, generator=g, dtype=dtype)
         b = torch.randn(B, T, D, generator=g, dtype=dtype)
@@ -182,7 +186,9 @@ def test_reset_splits_packed_sequences():
     starts = torch.tensor([0, *lens[:-1]]).cumsum(0)
     reset[0, starts] = True
     for reverse in (False, True):
-        h, _ = linear_scan(a, b, torch.ones(1, 3, dtype=torch.float64), reset=reset, reverse=reverse, chunk_size=4)
+        h, _ = linear_scan(
+            a, b, torch.ones(1, 3, dtype=torch.float64), reset=reset, reverse=reverse, chunk_size=4
+        )
         pieces = []
         for s, n in zip(starts.tolist(), lens):
             init = torch.ones(1, 3, dtype=torch.float64) if (reverse and s + n == sum(lens)) else None
@@ -213,11 +219,30 @@ def test_chunked_forward_matches_reference_directly():
         ({"a": torch.zeros(3), "b": torch.zeros(3)}, ValueError, "at least 2 dims"),
         ({"a": torch.zeros(1, 2, 1), "b": torch.tensor([[[float("nan")], [0.0]]])}, ValueError, "NaN or inf"),
         ({"a": torch.full((1, 2, 1), float("inf")), "b": torch.zeros(1, 2, 1)}, ValueError, "a contains NaN"),
-        ({"a": torch.zeros(1, 2, 1), "b": torch.zeros(1, 2, 1), "method": "magic"}, ValueError, "unknown method"),
-        ({"a": torch.zeros(1, 2, 1), "b": torch.zeros(1, 2, 1), "reset": torch.zeros(1, 2)}, TypeError, "bool"),
-        ({"a": torch.zeros(1, 2, 1), "b": torch.zeros(1, 2, 1), "reset": torch.zeros(1, 3, dtype=torch.bool)},
-         ValueError, "reset"),
-        ({"a": torch.zeros(1, 2, 1), "b": torch.zeros(1, 2, 1), "initial": torch.zeros(3, 5)}, ValueError, "initial"),
+        (
+            {"a": torch.zeros(1, 2, 1), "b": torch.zeros(1, 2, 1), "method": "magic"},
+            ValueError,
+            "unknown method",
+        ),
+        (
+            {"a": torch.zeros(1, 2, 1), "b": torch.zeros(1, 2, 1), "reset": torch.zeros(1, 2)},
+            TypeError,
+            "bool",
+        ),
+        (
+            {
+                "a": torch.zeros(1, 2, 1),
+                "b": torch.zeros(1, 2, 1),
+                "reset": torch.zeros(1, 3, dtype=torch.bool),
+            },
+            ValueError,
+            "reset",
+        ),
+        (
+            {"a": torch.zeros(1, 2, 1), "b": torch.zeros(1, 2, 1), "initial": torch.zeros(3, 5)},
+            ValueError,
+            "initial",
+        ),
         ({"a": torch.zeros(1, 2, 1), "b": torch.zeros(1, 2, 1), "chunk_size": 0}, ValueError, "chunk_size"),
     ],
 )

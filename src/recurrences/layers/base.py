@@ -36,7 +36,9 @@ def check_mixer_input(name: str, x: Tensor, d_model: int, mask: Tensor | None = 
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 3:
-        raise ValueError(f"{name}: x must have shape (B, T, D={d_model}), got rank {x.dim()} shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name}: x must have shape (B, T, D={d_model}), got rank {x.dim()} shape {tuple(x.shape)}"
+        )
     if x.shape[-1] != d_model:
         raise ValueError(f"{name}: x has last dim {x.shape[-1]}, expected d_model={d_model}")
     if not x.is_floating_point():
@@ -47,7 +49,9 @@ def check_mixer_input(name: str, x: Tensor, d_model: int, mask: Tensor | None = 
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             raise TypeError(f"{name}: mask must be a bool tensor of shape (B, T) (True = real token)")
         if tuple(mask.shape) != tuple(x.shape[:2]):
-            raise ValueError(f"{name}: mask has shape {tuple(mask.shape)}, expected (B, T) = {tuple(x.shape[:2])}")
+            raise ValueError(
+                f"{name}: mask has shape {tuple(mask.shape)}, expected (B, T) = {tuple(x.shape[:2])}"
+            )
 
 
 class Mixer(nn.Module):
@@ -170,7 +174,9 @@ def register_mixer(
         c = causal
         if c is None:
             c = bool(d.get("causal", getattr(f, "causal", True)))
-        _REGISTRY[name] = MixerSpec(name, f, d, c, description or (f.__doc__ or "").strip().split("\n")[0], family)
+        _REGISTRY[name] = MixerSpec(
+            name, f, d, c, description or (f.__doc__ or "").strip().split("\n")[0], family
+        )
         return f
 
     return deco(factory) if factory is not None else deco

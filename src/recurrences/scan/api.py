@@ -73,7 +73,9 @@ def linear_scan(
     if method not in METHODS:
         raise ValueError(f"linear_scan: unknown method {method!r}; expected one of {METHODS}")
     if b.dim() < 2:
-        raise ValueError(f"linear_scan: b must have shape (B, T, ...) with at least 2 dims, got {tuple(b.shape)}")
+        raise ValueError(
+            f"linear_scan: b must have shape (B, T, ...) with at least 2 dims, got {tuple(b.shape)}"
+        )
     try:
         shape = torch.broadcast_shapes(a.shape, b.shape)
     except RuntimeError:
@@ -81,7 +83,9 @@ def linear_scan(
             f"linear_scan: a of shape {tuple(a.shape)} is not broadcastable to b of shape {tuple(b.shape)}"
         ) from None
     if shape != b.shape:
-        raise ValueError(f"linear_scan: a of shape {tuple(a.shape)} would enlarge b of shape {tuple(b.shape)}")
+        raise ValueError(
+            f"linear_scan: a of shape {tuple(a.shape)} would enlarge b of shape {tuple(b.shape)}"
+        )
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"linear_scan: chunk_size must be a positive int, got {chunk_size!r}")
 
@@ -96,7 +100,9 @@ def linear_scan(
     if check_finite:
         for name, x in (("a", a), ("b", b), ("initial", initial)):
             if x is not None and not all_finite(x):
-                raise ValueError(f"linear_scan: {name} contains NaN or inf; it would poison every later state")
+                raise ValueError(
+                    f"linear_scan: {name} contains NaN or inf; it would poison every later state"
+                )
 
     a = a.to(work).expand(shape)
     b = b.to(work)
@@ -104,7 +110,11 @@ def linear_scan(
         if not isinstance(reset, Tensor) or reset.dtype != torch.bool:
             raise TypeError("linear_scan: reset must be a bool tensor marking segment starts")
         try:
-            r = reset.reshape(*reset.shape, *([1] * (b.dim() - reset.dim()))) if reset.dim() < b.dim() else reset
+            r = (
+                reset.reshape(*reset.shape, *([1] * (b.dim() - reset.dim())))
+                if reset.dim() < b.dim()
+                else reset
+            )
             r = r.expand(shape)
         except RuntimeError:
             raise ValueError(

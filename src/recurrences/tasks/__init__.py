@@ -4,4 +4,13 @@ from __future__ import annotations
 
 from .base import IGNORE_INDEX, Batch, Task, TaskIO, available_tasks, create_task, register_task, task_spec
 
-__all__ = ["IGNORE_INDEX", "Batch", "Task", "TaskIO", "available_tasks", "create_task", "register_task", "task_spec"]
+__all__ = [
+    "IGNORE_INDEX",
+    "Batch",
+    "Task",
+    "TaskIO",
+    "available_tasks",
+    "create_task",
+    "register_task",
+    "task_spec",
+]

@@ -130,11 +130,15 @@ def _load_builtins() -> None:
             importlib.import_module(f"recurrences.tasks.{info.name}")
 
 
-def register_task(name: str, factory: Callable[..., Task] | None = None, *, defaults=None, description: str = ""):
+def register_task(
+    name: str, factory: Callable[..., Task] | None = None, *, defaults=None, description: str = ""
+):
     def deco(f):
         if name in _REGISTRY and _REGISTRY[name].factory is not f:
             raise ValueError(f"task name {name!r} is already registered")
-        _REGISTRY[name] = TaskSpec(name, f, dict(defaults or {}), description or (f.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = TaskSpec(
+            name, f, dict(defaults or {}), description or (f.__doc__ or "").strip().split("\n")[0]
+        )
         return f
 
     return deco(factory) if factory is not None else deco
