@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._rope import apply_rope
-from .base import Mixer, check_mixer_input, register_mixer
+from .base import Mixer, check_step_input, register_mixer
 
 __all__ = [
     "Attention",
@@ -301,10 +301,7 @@ class Attention(Mixer):
         """Decode one token: x_t (B, D) -> y_t (B, D), attending to the cache plus itself."""
         if not self.causal:
             return super().step(x_t, state)
-        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
-            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
-            raise ValueError(f"Attention.step: x_t must have shape (B, D={self.d_model}), got {shape}")
-        check_mixer_input("Attention.step", x_t.unsqueeze(1), self.d_model)
+        check_step_input("Attention.step", x_t, self.d_model)
         y, state = self._forward(x_t.unsqueeze(1), mask=None, state=state, return_state=True)
         return y[:, 0], state
 

@@ -28,6 +28,7 @@ __all__ = [
     "available_mixers",
     "mixer_spec",
     "check_mixer_input",
+    "check_step_input",
 ]
 
 
@@ -52,6 +53,14 @@ def check_mixer_input(name: str, x: Tensor, d_model: int, mask: Tensor | None = 
             raise ValueError(
                 f"{name}: mask has shape {tuple(mask.shape)}, expected (B, T) = {tuple(x.shape[:2])}"
             )
+
+
+def check_step_input(name: str, x_t: Tensor, d_model: int) -> None:
+    """Raise a clear error unless x_t is one finite token per sequence, shape (B, D=d_model)."""
+    if not isinstance(x_t, Tensor) or x_t.dim() != 2:
+        shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
+        raise ValueError(f"{name}: x_t must have shape (B, D={d_model}), got {shape}")
+    check_mixer_input(name, x_t.unsqueeze(1), d_model)
 
 
 class Mixer(nn.Module):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recurrences.layers.base import Mixer, register_mixer
+from recurrences.layers.base import Mixer, check_step_input, register_mixer
 from recurrences.tasks.base import IGNORE_INDEX, Batch, Task, TaskIO, generator, register_task
 
 __all__ = ["ToyEMA", "ToyBiMean", "ToyTask"]
@@ -60,6 +60,9 @@ class ToyEMA(Mixer):
         return torch.zeros(batch_size, self.d_model, device=device, dtype=dtype or self.theta.dtype)
 
     def step(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        check_step_input("ToyEMA.step", x_t, self.d_model)
+        if not isinstance(state, Tensor) or state.shape != x_t.shape:
+            raise ValueError(f"ToyEMA.step: state must have shape {tuple(x_t.shape)}")
         a = torch.sigmoid(self.theta).to(x_t.dtype)
         h = a * state + (1 - a) * self.w_in(x_t)
         return self.w_out(h * F.silu(self.w_g(x_t))), h
