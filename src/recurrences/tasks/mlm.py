@@ -65,7 +65,10 @@ class MaskedTokenTask(Task):
             self.branching = check_int("branching", branching, minimum=1, maximum=self.n_symbols)
             rng = np.random.default_rng(self.language_seed)
             self.successors = np.stack(
-                [rng.choice(self.n_symbols, size=self.branching, replace=False) for _ in range(self.n_symbols)]
+                [
+                    rng.choice(self.n_symbols, size=self.branching, replace=False)
+                    for _ in range(self.n_symbols)
+                ]
             )
             p = rng.dirichlet(np.full(self.branching, 2.0), size=self.n_symbols)
             self.cum = np.cumsum(p, axis=1)
@@ -162,7 +165,11 @@ class MaskedTokenTask(Task):
         batch_size = check_int("batch_size", batch_size, minimum=1)
         full = self._batch(np_rng(self.language_seed, EVAL_SALT), self.n_eval, split)
         for s in range(0, self.n_eval, batch_size):
-            yield Batch(full.inputs[s : s + batch_size], full.targets[s : s + batch_size], full.mask[s : s + batch_size])
+            yield Batch(
+                full.inputs[s : s + batch_size],
+                full.targets[s : s + batch_size],
+                full.mask[s : s + batch_size],
+            )
 
     def bayes_accuracy(self, batch: Batch) -> float:
         """Accuracy of the best predictor that sees both unmasked neighbours (markov source only): a
