@@ -1,0 +1,648 @@
+"""RAT: a gated recurrence inside chunks of L tokens, softmax attention across chunks (Wei et al., 2025).
+
+Token t sits in chunk c = floor(t / L) at offset l = t mod L (0-indexed, absolute positions). Per
+channel, with one forget gate g_t in (0, 1)^D shared by keys and values and a reset at every chunk start:
+
+    k~_t = g_t * k~_{t-1} + (1 - g_t) * k_t,    v~_t = g_t * v~_{t-1} + (1 - g_t) * v_t,   k~ = v~ = 0 before l = 0
+
+Chunk c's summary is its final state (K_c, V_c) = (k~, v~) at l = L - 1. Per head (d_h = D / H,
+scale d_h^{-1/2}, R_p = RoPE at *chunk* index p), a query attends to the summaries of all strictly
+earlier chunks plus the running state of its own chunk (the rotations of the latter cancel):
+
+    s_{t,j} = <R_c q_t, R_j K_j> / sqrt(d_h)  (j < c),      s_{t,self} = <q_t, k~_t> / sqrt(d_h)
+    y_t = (sum_{j<c} e^{s_{t,j}} V_j + e^{s_{t,self}} v~_t) / (sum_{j<c} e^{s_{t,j}} + e^{s_{t,self}})
+    o_t = W_out (sigmoid(z_t) * y_t)
+
+Projections (one bias-free W_in: D -> 3D + 2 G d_h): z (D), v (D), g~ (D), q^ (G d_h), k^ (G d_h);
+g = sigmoid(g~ + b_g) with a learnable per-channel bias b_g (init log U(1, L - 1)); q and k are the
+G group vectors tiled over the heads (head h uses group h mod G; q is not gated, k is: heads that share
+a group still see different keys). L = 1 is softmax attention over gated keys/values (RoPE at token
+positions); L >= T is the pure gated RNN o_t = W_out(sigmoid(z_t) * v~_t).
+
+Forms: "reference" is a direct loop over positions (explicit softmax per token); "parallel" runs the
+intra-chunk scan with :func:`recurrences.scan.linear_scan` on the sequence reshaped to chunks and the
+inter-chunk attention as a blocked softmax over the chunk summaries (custom backward; memory O(T d)
+beyond the probabilities it keeps when they are small) merged with the self term by log-sum-exp. Any T works (a trailing partial
+chunk's summary is simply never attended to).
+
+Padding (``mask`` False): a padded position is an empty time step. It leaves the running state
+untouched (gate 1, no input), a chunk with no real token contributes no summary, and its output is 0.
+Chunk boundaries stay at absolute positions, so right padding never changes real outputs, left padding
+by a multiple of L gives exactly the unpadded outputs, and other padding keeps real outputs independent
+of the padded *content* but shifts which real tokens share a chunk (see docs/rat.md).
+
+Generation (:meth:`RAT.step`) keeps one RoPE-rotated key and one value per finished chunk plus the
+running state (:class:`RATState`): O(T / L) memory and O(T / L) work per token.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from recurrences.scan import linear_scan
+
+from ._rope import rope_cos_sin, rotate_half
+from .base import Mixer, check_mixer_input, register_mixer
+
+__all__ = ["RAT", "RATState", "rat_reference", "rat_parallel", "chunk_attention"]
+
+# Target number of score elements held at once by the blocked inter-chunk attention.
+_BLOCK_ELEMS = 1 << 22
+# Keep the attention probabilities for the backward when they total at most this many numbers.
+_SAVE_P_ELEMS = 1 << 26
+
+
+# -- state --------------------------------------------------------------------------------------------
+@dataclass
+class RATState:
+    """Decoding state of :class:`RAT`.
+
+    keys, values: (B, H, capacity, d) buffers; the first ``n_chunks`` slots hold the summaries of the
+        finished chunks, keys already rotated by RoPE at their chunk index.
+    valid: (B, capacity) bool; False for a chunk that held no real token (all padding).
+    k_run, v_run: (B, H, d) running state of the current chunk (not rotated).
+    run_valid: (B,) bool; whether the current chunk has seen a real token.
+    pos: absolute position of the next token.
+    all_valid: True when no finished chunk is invalid (decoding then skips the mask).
+
+    Slots from ``n_chunks`` on are scratch space: :meth:`RAT.step` keeps the rotated running state in
+    slot ``n_chunks`` while a chunk is open.
+
+    :meth:`RAT.step` writes into the buffers in place (amortised O(1) append); :meth:`clone` before
+    branching one state into several continuations.
+    """
+
+    keys: Tensor
+    values: Tensor
+    valid: Tensor
+    n_chunks: int
+    k_run: Tensor
+    v_run: Tensor
+    run_valid: Tensor
+    pos: int
+    all_valid: bool = True
+
+    def clone(self) -> RATState:
+        return RATState(
+            self.keys.clone(),
+            self.values.clone(),
+            self.valid.clone(),
+            self.n_chunks,
+            self.k_run.clone(),
+            self.v_run.clone(),
+            self.run_valid.clone(),
+            self.pos,
+            self.all_valid,
+        )
+
+    def cache_numel(self) -> int:
+        """Number of cached numbers: the finished-chunk keys and values plus the running state."""
+        n = self.n_chunks
+        return 2 * self.keys[:, :, :n].numel() + self.k_run.numel() + self.v_run.numel()
+
+
+# -- the inter-chunk attention (parallel form) ---------------------------------------------------------
+def _block_rows(B: int, H: int, n_keys: int, T: int) -> int:
+    """Query rows per block: within the score budget, and >= 16 blocks on long inputs (causal skipping)."""
+    budget = _BLOCK_ELEMS // max(1, B * H * max(n_keys, 1))
+    return max(1, min(T, budget, max(64, -(-T // 16))))
+
+
+class _ChunkAttention(torch.autograd.Function):
+    """softmax over [earlier chunk summaries ; own running state], blocked over queries.
+
+    Saves the output and the log-sum-exp; the probabilities of each block are kept for the backward
+    when they fit in ``_SAVE_P_ELEMS`` numbers, and recomputed block by block otherwise.
+    """
+
+    @staticmethod
+    def forward(ctx, q, kb, vb, s_self, vt, cq, kbias):  # noqa: D102
+        q, kb, vb, vt = q.contiguous(), kb.contiguous(), vb.contiguous(), vt.contiguous()
+        B, H, T, d = q.shape
+        y = torch.empty_like(vt)
+        lse = torch.empty_like(s_self)
+        rows = _block_rows(B, H, kb.shape[2], T)
+        cq_list = cq.tolist()
+        blocks = [(r0, min(T, r0 + rows), cq_list[min(T, r0 + rows) - 1]) for r0 in range(0, T, rows)]
+        # cq is non-decreasing: a block's last row sees the most keys (n of them)
+        keep = (
+            any(ctx.needs_input_grad) and sum((r1 - r0) * n for r0, r1, n in blocks) * B * H <= _SAVE_P_ELEMS
+        )
+        saved = []
+        for r0, r1, n in blocks:
+            ss = s_self[:, :, r0:r1]
+            if n == 0:
+                y[:, :, r0:r1] = vt[:, :, r0:r1]
+                lse[:, :, r0:r1] = ss
+                saved.append(None)
+                continue
+            S = _scores(q[:, :, r0:r1], kb[:, :, :n], kbias[:, :, :n], cq[r0:r1])
+            m = torch.maximum(S.amax(-1), ss)
+            P = S.sub_(m.unsqueeze(-1)).exp_()
+            ps = torch.exp(ss - m)
+            den = P.sum(-1) + ps
+            y[:, :, r0:r1] = (P @ vb[:, :, :n] + ps.unsqueeze(-1) * vt[:, :, r0:r1]) / den.unsqueeze(-1)
+            lse[:, :, r0:r1] = m + torch.log(den)
+            saved.append(P.div_(den.unsqueeze(-1)) if keep else None)
+        ctx.blocks = blocks
+        ctx.keep = keep
+        probs = [p for p in saved if p is not None] if keep else []
+        ctx.save_for_backward(q, kb, vb, s_self, vt, cq, kbias, y, lse, *probs)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):  # noqa: D102
+        q, kb, vb, s_self, vt, cq, kbias, y, lse, *kept = ctx.saved_tensors
+        probs = iter(kept) if ctx.keep else None
+        dy = dy.contiguous()
+        delta = (dy * y).sum(-1)  # (B, H, T)
+        ps = torch.exp(s_self - lse)
+        ds_self = ps * ((dy * vt).sum(-1) - delta)
+        dvt = ps.unsqueeze(-1) * dy
+        dq = torch.zeros_like(q)
+        dkb = torch.zeros_like(kb)
+        dvb = torch.zeros_like(vb)
+        for r0, r1, n in ctx.blocks:
+            if n == 0:
+                continue
+            qb, dyb = q[:, :, r0:r1], dy[:, :, r0:r1]
+            if probs is not None:
+                P = next(probs)
+            else:
+                S = _scores(qb, kb[:, :, :n], kbias[:, :, :n], cq[r0:r1])
+                P = S.sub_(lse[:, :, r0:r1].unsqueeze(-1)).exp_()
+            dvb[:, :, :n] += P.transpose(-1, -2) @ dyb
+            dS = (dyb @ vb[:, :, :n].transpose(-1, -2)).sub_(delta[:, :, r0:r1].unsqueeze(-1)).mul_(P)
+            dq[:, :, r0:r1] = dS @ kb[:, :, :n]
+            dkb[:, :, :n] += dS.transpose(-1, -2) @ qb
+        return dq, dkb, dvb, ds_self, dvt, None, None
+
+
+def _scores(q: Tensor, kb: Tensor, kbias: Tensor, cq: Tensor) -> Tensor:
+    """q kb^T + bias, with -inf where key j is not strictly before the query's chunk (j >= cq)."""
+    n = kb.shape[2]
+    S = (q @ kb.transpose(-1, -2)).add_(kbias.unsqueeze(2))
+    c0 = int(cq[0])
+    if c0 < n:  # the block's first rows do not see keys c0 .. n - 1: mask only that corner
+        late = torch.arange(c0, n, device=q.device).unsqueeze(0) >= cq.unsqueeze(1)  # (rows, n - c0)
+        S[..., c0:].masked_fill_(late, float("-inf"))
+    return S
+
+
+def chunk_attention(
+    q: Tensor, kb: Tensor, vb: Tensor, s_self: Tensor, vt: Tensor, cq: Tensor, kbias: Tensor
+) -> Tensor:
+    """y_t = softmax over {q_t . kb_j + kbias_j : j < cq_t} and {s_self_t}, applied to {vb_j} and vt_t.
+
+    q (B, H, T, d) already rotated and scaled; kb, vb (B, H, N, d); s_self (B, H, T); vt (B, H, T, d);
+    cq (T,) long, non-decreasing (the query's chunk index); kbias (B, 1, N) with 0 or -inf (padding).
+    Equal to the log-sum-exp merge of the inter-chunk attention and the self term; memory O(T d).
+    """
+    return _ChunkAttention.apply(q, kb, vb, s_self, vt, cq, kbias)
+
+
+# -- forms ----------------------------------------------------------------------------------------------
+def _rope_at(x: Tensor, pos: Tensor | int, base: float | None) -> Tensor:
+    """RoPE of x (..., P, d) at positions pos (P,), or at one int position (identity when base is None)."""
+    if base is None:
+        return x
+    if isinstance(pos, int):
+        cos, sin = _rope_one(pos, x.shape[-1], base, x.dtype, x.device)
+    else:
+        cos, sin = rope_cos_sin(pos, x.shape[-1], base, dtype=x.dtype)
+    return x * cos + rotate_half(x) * sin
+
+
+@functools.lru_cache(maxsize=16)
+def _rope_matrix(
+    pos: int, d: int, base: float, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """M with x @ M = R_pos x (RoPE as a d x d matrix, rows = rotated basis vectors), and M / sqrt(d)."""
+    M = _rope_at(torch.eye(d, dtype=dtype, device=device), pos, base)
+    return M, M * d**-0.5
+
+
+@functools.lru_cache(maxsize=16)
+def _rope_one(
+    pos: int, d: int, base: float, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """cos/sin at one position (decoding asks for the same chunk index L times in a row)."""
+    return rope_cos_sin(torch.tensor([pos], device=device), d, base, dtype=dtype)
+
+
+def _empty_prev(B: int, H: int, d: int, like: Tensor) -> RATState:
+    z = like.new_zeros(B, H, 0, d)
+    zr = like.new_zeros(B, H, d)
+    return RATState(
+        z,
+        z.clone(),
+        torch.zeros(B, 0, dtype=torch.bool, device=like.device),
+        0,
+        zr,
+        zr.clone(),
+        torch.zeros(B, dtype=torch.bool, device=like.device),
+        0,
+    )
+
+
+def rat_parallel(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    *,
+    chunk_size: int,
+    mask: Tensor | None = None,
+    state: RATState | None = None,
+    rope_base: float | None = 10000.0,
+) -> tuple[Tensor, RATState]:
+    """The parallel form: chunk-reshaped scan + blocked inter-chunk attention merged with the self term.
+
+    q, k, v, g: (B, T, H, d), g the forget gate in (0, 1); mask (B, T) bool; ``state`` continues a
+    previous segment (absolute positions start at ``state.pos``). Returns y (B, T, H, d) and the state
+    after the segment (finished-chunk buffers sized exactly, no spare capacity).
+    """
+    B, T, H, d = q.shape
+    L = chunk_size
+    st = _empty_prev(B, H, d, q) if state is None else state
+    pos0 = st.pos
+    r = pos0 % L  # offset of the segment's first token in its chunk
+    n_prev = st.n_chunks  # == pos0 // L
+    n = -(-(r + T) // L)  # chunks touched by the segment
+    total = n * L
+
+    # intra-chunk scan on (B * n, L, H, 2, d) (keys and values share the gate); the r leading slots of
+    # the first chunk carry the previous running state in, the trailing slots pad the last chunk
+    x = torch.stack([k, v], dim=3)
+    a = g.unsqueeze(3)
+    b = (1 - a) * x
+    if mask is not None:
+        m5 = mask[:, :, None, None, None]
+        a = torch.where(m5, a, torch.ones((), dtype=a.dtype, device=a.device))
+        b = torch.where(m5, b, torch.zeros((), dtype=b.dtype, device=b.device))
+    padded = r > 0 or total > T
+    if padded:
+        a = F.pad(a, (0, 0, 0, 0, 0, 0, r, total - r - T), value=1.0)
+        b = F.pad(b, (0, 0, 0, 0, 0, 0, r, total - r - T), value=0.0)
+    init = None
+    if r > 0:
+        init = b.new_zeros(B, n, H, 2, d)
+        init[:, 0] = torch.stack([st.k_run, st.v_run], dim=2).to(b.dtype)
+        init = init.reshape(B * n, H, 2, d)
+    h, h_last = linear_scan(
+        a.reshape(B * n, L, H, 1, d), b.reshape(B * n, L, H, 2, d), init, check_finite=False
+    )
+    h = h.reshape(B, total, H, 2, d)
+    if padded:
+        h = h[:, r : r + T]
+    kt, vt = h.unbind(3)  # running states (B, T, H, d)
+    # the final state of every chunk: summaries of chunks n_prev .. n_prev + n - 1, (B, H, n, d)
+    ks, vs = h_last.reshape(B, n, H, 2, d).transpose(1, 2).unbind(3)
+
+    # which chunks hold a real token
+    if mask is None:
+        chunk_ok = torch.ones(B, n, dtype=torch.bool, device=q.device)
+    else:
+        mp = F.pad(mask, (r, total - r - T), value=False).view(B, n, L).any(-1)
+        chunk_ok = mp.clone()
+        if r > 0:
+            chunk_ok[:, 0] |= st.run_valid
+
+    # attention over summaries of earlier chunks (cached ones first) plus the self term
+    chunk_idx = torch.arange(n_prev, n_prev + n, device=q.device)
+    ks_rot = _rope_at(ks, chunk_idx, rope_base)
+    kb = torch.cat([st.keys[:, :, :n_prev].to(q.dtype), ks_rot[:, :, : n - 1]], dim=2)
+    vb = torch.cat([st.values[:, :, :n_prev].to(q.dtype), vs[:, :, : n - 1]], dim=2)
+    ok = torch.cat([st.valid[:, :n_prev], chunk_ok[:, : n - 1]], dim=1)
+    kbias = torch.zeros(B, 1, ok.shape[1], dtype=q.dtype, device=q.device).masked_fill(
+        ~ok[:, None], float("-inf")
+    )
+    scale = d**-0.5
+    cq = torch.arange(pos0, pos0 + T, device=q.device) // L
+    qh = q.transpose(1, 2) * scale  # (B, H, T, d)
+    s_self = (qh * kt.transpose(1, 2)).sum(-1)
+    qr = _rope_at(qh, cq, rope_base)
+    y = chunk_attention(qr, kb, vb, s_self, vt.transpose(1, 2), cq, kbias).transpose(1, 2)
+
+    # the state after the segment
+    n_done = (pos0 + T) // L - n_prev  # chunks of this segment that finished
+    valid = torch.cat([st.valid[:, :n_prev], chunk_ok[:, :n_done]], dim=1)
+    new = RATState(
+        torch.cat([st.keys[:, :, :n_prev].to(q.dtype), ks_rot[:, :, :n_done]], dim=2),
+        torch.cat([st.values[:, :, :n_prev].to(q.dtype), vs[:, :, :n_done]], dim=2),
+        valid,
+        n_prev + n_done,
+        kt[:, -1],
+        vt[:, -1],
+        chunk_ok[:, (r + T - 1) // L],
+        pos0 + T,
+        bool(valid.all()),
+    )
+    return y, new
+
+
+def _token(
+    q_t: Tensor,
+    k_t: Tensor,
+    v_t: Tensor,
+    g_t: Tensor,
+    m_t: Tensor | None,
+    keys: Tensor,
+    values: Tensor,
+    valid: Tensor,
+    k_run: Tensor,
+    v_run: Tensor,
+    run_valid: Tensor,
+    pos: int,
+    L: int,
+    rope_base: float | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One position of RAT written out: update the running state, then the explicit softmax.
+
+    q_t, k_t, v_t, g_t: (B, H, d); m_t (B,) bool or None; keys/values (B, H, c, d) the rotated
+    summaries of the c = pos // L earlier chunks, valid (B, c). Returns (y_t, k_run, v_run, run_valid).
+    """
+    if pos % L == 0:  # a new chunk: forget everything
+        k_run, v_run = torch.zeros_like(k_t), torch.zeros_like(v_t)
+        run_valid = torch.zeros_like(run_valid)
+    if m_t is None:
+        k_run = g_t * k_run + (1 - g_t) * k_t
+        v_run = g_t * v_run + (1 - g_t) * v_t
+        run_valid = torch.ones_like(run_valid)
+    else:
+        m = m_t[:, None, None]
+        k_run = torch.where(m, g_t * k_run + (1 - g_t) * k_t, k_run)
+        v_run = torch.where(m, g_t * v_run + (1 - g_t) * v_t, v_run)
+        run_valid = run_valid | m_t
+    d = q_t.shape[-1]
+    c = pos // L
+    qs = q_t * d**-0.5
+    s_self = (qs * k_run).sum(-1, keepdim=True)  # (B, H, 1)
+    if c == 0:
+        return v_run, k_run, v_run, run_valid
+    qr = _rope_at(qs.unsqueeze(-2), c, rope_base)  # (B, H, 1, d)
+    s = (qr @ keys.transpose(-1, -2)).squeeze(-2)  # (B, H, c)
+    s = s.masked_fill(~valid[:, None, :], float("-inf"))
+    p = torch.softmax(torch.cat([s, s_self], dim=-1), dim=-1)
+    y = (p[..., :-1].unsqueeze(-2) @ values).squeeze(-2) + p[..., -1:] * v_run
+    return y, k_run, v_run, run_valid
+
+
+def rat_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    g: Tensor,
+    *,
+    chunk_size: int,
+    mask: Tensor | None = None,
+    state: RATState | None = None,
+    rope_base: float | None = 10000.0,
+) -> tuple[Tensor, RATState]:
+    """The reference form: a direct loop over positions (same arguments and results as :func:`rat_parallel`)."""
+    B, T, H, d = q.shape
+    L = chunk_size
+    st = _empty_prev(B, H, d, q) if state is None else state
+    keys = list(st.keys[:, :, : st.n_chunks].to(q.dtype).unbind(2))
+    values = list(st.values[:, :, : st.n_chunks].to(q.dtype).unbind(2))
+    valid = list(st.valid[:, : st.n_chunks].unbind(1))
+    k_run, v_run, run_valid = st.k_run.to(q.dtype), st.v_run.to(q.dtype), st.run_valid
+    ys = []
+    for t in range(T):
+        pos = st.pos + t
+        c = pos // L
+        K = torch.stack(keys, 2) if c else q.new_zeros(B, H, 0, d)
+        V = torch.stack(values, 2) if c else q.new_zeros(B, H, 0, d)
+        ok = torch.stack(valid, 1) if c else torch.zeros(B, 0, dtype=torch.bool, device=q.device)
+        m_t = None if mask is None else mask[:, t]
+        y_t, k_run, v_run, run_valid = _token(
+            q[:, t], k[:, t], v[:, t], g[:, t], m_t, K, V, ok, k_run, v_run, run_valid, pos, L, rope_base
+        )
+        ys.append(y_t)
+        if pos % L == L - 1:  # the chunk is finished: its state becomes a summary
+            keys.append(_rope_at(k_run.unsqueeze(-2), c, rope_base).squeeze(-2))
+            values.append(v_run)
+            valid.append(run_valid)
+    y = torch.stack(ys, 1) if ys else q.new_zeros(B, 0, H, d)
+    n = len(keys)
+    ok = torch.stack(valid, 1) if n else torch.zeros(B, 0, dtype=torch.bool, device=q.device)
+    new = RATState(
+        torch.stack(keys, 2) if n else q.new_zeros(B, H, 0, d),
+        torch.stack(values, 2) if n else q.new_zeros(B, H, 0, d),
+        ok,
+        n,
+        k_run,
+        v_run,
+        run_valid,
+        st.pos + T,
+        bool(ok.all()),
+    )
+    return y, new
+
+
+_FORMS = {"reference": rat_reference, "parallel": rat_parallel}
+
+
+# -- the mixer ------------------------------------------------------------------------------------------
+class RAT(Mixer):
+    """RAT: gated recurrence inside chunks of ``chunk_size`` tokens, softmax attention across chunks.
+
+    Options: ``chunk_size`` L (default 16; 1 = softmax attention, >= T = a gated RNN), ``n_groups`` G
+    of shared q/k vectors (default 2 when n_heads is even, else 1), ``rope`` (chunk-index RoPE, default
+    True), ``rope_base`` (10000).
+    """
+
+    forms = ("reference", "parallel")
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int = 1,
+        *,
+        chunk_size: int = 16,
+        n_groups: int | None = None,
+        rope: bool = True,
+        rope_base: float = 10000.0,
+        form: str = "auto",
+    ) -> None:
+        super().__init__(d_model, n_heads, form=form)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"RAT: chunk_size must be a positive int, got {chunk_size!r}")
+        if n_groups is None:
+            n_groups = 2 if n_heads % 2 == 0 else 1
+        if isinstance(n_groups, bool) or not isinstance(n_groups, int) or n_groups < 1 or n_heads % n_groups:
+            raise ValueError(
+                f"RAT: n_groups must be a positive int dividing n_heads={n_heads}, got {n_groups!r}"
+            )
+        self.head_dim = d_model // n_heads
+        if rope and self.head_dim % 2:
+            raise ValueError(f"RAT: rope=True needs an even head dim, got d_model/n_heads = {self.head_dim}")
+        if not rope_base > 0:
+            raise ValueError(f"RAT: rope_base must be positive, got {rope_base!r}")
+        self.chunk_size = chunk_size
+        self.n_groups = n_groups
+        self.rope = bool(rope)
+        self.rope_base = float(rope_base)
+        D, Gd = d_model, n_groups * self.head_dim
+        self.in_proj = nn.Linear(D, 3 * D + 2 * Gd, bias=False)  # z, v, g~, q^, k^
+        self.gate_bias = nn.Parameter(torch.zeros(D))
+        self.out_proj = nn.Linear(D, D, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Linear weights N(0, 0.02); forget-gate bias log U(1, L - 1) (0 for L <= 2): sigmoid in [0.5, 1 - 1/L]."""
+        nn.init.normal_(self.in_proj.weight, std=0.02)
+        nn.init.normal_(self.out_proj.weight, std=0.02)
+        with torch.no_grad():
+            L = self.chunk_size
+            if L > 2:
+                self.gate_bias.copy_(torch.empty_like(self.gate_bias).uniform_(1.0, L - 1.0).log())
+            else:
+                self.gate_bias.zero_()
+
+    def resolve_form(self, T: int) -> str:
+        """The form used for length T: "auto" means "parallel"."""
+        return "parallel" if self.form == "auto" else self.form
+
+    @property
+    def _rope_base(self) -> float | None:
+        return self.rope_base if self.rope else None
+
+    # -- projections --------------------------------------------------------------------------------
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """x (B, T, D) -> output gate z (B, T, D) and q, k, v, g (B, T, H, d)."""
+        B, T, D = x.shape
+        H, d, G = self.n_heads, self.head_dim, self.n_groups
+        zl, v, gl, qg, kg = self.in_proj(x).split([D, D, D, G * d, G * d], dim=-1)
+        work = torch.promote_types(x.dtype, torch.float32)  # the gate is computed in (at least) float32
+        g = torch.sigmoid(gl.to(work) + self.gate_bias.to(work)).to(x.dtype)
+        q = qg.view(B, T, 1, G, d).expand(B, T, H // G, G, d).reshape(B, T, H, d)
+        k = kg.view(B, T, 1, G, d).expand(B, T, H // G, G, d).reshape(B, T, H, d)
+        return torch.sigmoid(zl), q, k, v.view(B, T, H, d), g.view(B, T, H, d)
+
+    # -- state ---------------------------------------------------------------------------------------
+    def init_state(self, batch_size: int, device=None, dtype=None) -> RATState:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"RAT.init_state: batch_size must be a positive int, got {batch_size!r}")
+        w = self.in_proj.weight
+        like = torch.empty(
+            0, device=w.device if device is None else device, dtype=w.dtype if dtype is None else dtype
+        )
+        return _empty_prev(batch_size, self.n_heads, self.head_dim, like)
+
+    def _check_state(self, state: object, B: int) -> RATState:
+        if not isinstance(state, RATState):
+            raise TypeError(f"RAT: state must be a RATState (from init_state), got {type(state).__name__}")
+        H, d = self.n_heads, self.head_dim
+        if state.keys.dim() != 4 or tuple(state.keys.shape[:2]) != (B, H) or state.keys.shape[3] != d:
+            raise ValueError(
+                f"RAT: state.keys has shape {tuple(state.keys.shape)}, expected (B, H, capacity, d) = ({B}, {H}, *, {d})"
+            )
+        if tuple(state.k_run.shape) != (B, H, d) or tuple(state.v_run.shape) != (B, H, d):
+            raise ValueError(f"RAT: state.k_run/v_run must have shape (B, H, d) = ({B}, {H}, {d})")
+        if not isinstance(state.pos, int) or state.pos < 0 or state.n_chunks != state.pos // self.chunk_size:
+            raise ValueError(
+                f"RAT: state.pos={state.pos!r} and state.n_chunks={state.n_chunks!r} do not match chunk_size="
+                f"{self.chunk_size} (expected n_chunks == pos // chunk_size); was it made by another RAT layer?"
+            )
+        return state
+
+    # -- forward -------------------------------------------------------------------------------------
+    def _forward(self, x: Tensor, *, mask: Tensor | None, state: RATState | None, return_state: bool):
+        B, T, D = x.shape
+        if state is not None:
+            state = self._check_state(state, B)
+        if T == 0:
+            y = x.new_zeros(B, 0, D)
+            if not return_state:
+                return y
+            return y, (state if state is not None else self.init_state(B, device=x.device, dtype=x.dtype))
+        if mask is not None and bool(mask.all()):
+            mask = None
+        z, q, k, v, g = self._project(x)
+        fn = _FORMS[self.resolve_form(T)]
+        o, new = fn(q, k, v, g, chunk_size=self.chunk_size, mask=mask, state=state, rope_base=self._rope_base)
+        y = self.out_proj(z * o.reshape(B, T, D))
+        if mask is not None:
+            y = y * mask.unsqueeze(-1).to(y.dtype)  # outputs at padding are meaningless; make them 0
+        return (y, new) if return_state else y
+
+    def step(self, x_t: Tensor, state: RATState | None) -> tuple[Tensor, RATState]:
+        """Decode one token: x_t (B, D) -> y_t (B, D); O(pos / L) work against the chunk-summary cache.
+
+        The running state, rotated at the current chunk index c, is written into cache slot n = c (spec
+        B.8): <R_c q, R_c k~> = <q, k~> is the self term, so one softmax over slots 0..c gives y_t. When
+        the chunk ends, that slot already holds its summary and simply becomes a finished chunk.
+        """
+        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
+            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(f"RAT.step: x_t must have shape (B, D={self.d_model}), got {shape}")
+        check_mixer_input("RAT.step", x_t.unsqueeze(1), self.d_model)
+        B, D = x_t.shape
+        st = (
+            self.init_state(B, device=x_t.device, dtype=x_t.dtype)
+            if state is None
+            else self._check_state(state, B)
+        )
+        H, d, G, L = self.n_heads, self.head_dim, self.n_groups, self.chunk_size
+        pos, n = st.pos, st.n_chunks
+        zl, v, gl, qg, kg = self.in_proj(x_t).split([D, D, D, G * d, G * d], dim=-1)
+        work = torch.promote_types(x_t.dtype, torch.float32)
+        g = torch.sigmoid(gl.to(work) + self.gate_bias.to(work)).to(x_t.dtype).view(B, H, d)
+        q = qg.view(B, 1, G, d).expand(B, H // G, G, d).reshape(B, H, d)
+        k = kg.view(B, 1, G, d).expand(B, H // G, G, d).reshape(B, H, d)
+        v = v.view(B, H, d)
+        if pos % L == 0:  # a new chunk: forget everything
+            k_run, v_run = (1 - g) * k, (1 - g) * v
+        else:  # g * state + (1 - g) * input
+            k_run = torch.lerp(k, st.k_run.to(k.dtype), g)
+            v_run = torch.lerp(v, st.v_run.to(v.dtype), g)
+        if self.rope:
+            M, Ms = _rope_matrix(pos // L, d, self.rope_base, x_t.dtype, x_t.device)
+            qr, kr = q @ Ms, k_run @ M
+        else:
+            qr, kr = q * d**-0.5, k_run
+        keys, values, valid = st.keys, st.values, st.valid
+        if torch.is_grad_enabled():  # never write in place into tensors autograd may have saved
+            keys = torch.cat([keys[:, :, :n], kr.unsqueeze(2).to(keys.dtype)], dim=2)
+            values = torch.cat([values[:, :, :n], v_run.unsqueeze(2).to(values.dtype)], dim=2)
+            valid = torch.cat([valid[:, :n], valid.new_ones(B, 1)], dim=1)
+        else:
+            if keys.shape[2] <= n:  # grow the buffers (doubling: amortised O(1) per chunk)
+                cap = max(4, 2 * (n + 1))
+                keys = torch.cat([keys[:, :, :n], keys.new_zeros(B, H, cap - n, d)], dim=2)
+                values = torch.cat([values[:, :, :n], values.new_zeros(B, H, cap - n, d)], dim=2)
+                valid = torch.cat([valid[:, :n], valid.new_zeros(B, cap - n)], dim=1)
+            keys[:, :, n] = kr
+            values[:, :, n] = v_run
+            valid[:, n] = True
+        s = (qr.unsqueeze(2) @ keys[:, :, : n + 1].transpose(-1, -2)).to(qr.dtype)  # (B, H, 1, n + 1)
+        if not st.all_valid:
+            s = s.masked_fill(~valid[:, None, None, : n + 1], float("-inf"))
+        y = (torch.softmax(s, dim=-1) @ values[:, :, : n + 1].to(s.dtype)).view(B, D)
+        if pos % L == L - 1:  # the chunk is finished: its slot now holds the summary
+            n += 1
+        out = self.out_proj(torch.sigmoid(zl) * y)
+        new = RATState(
+            keys, values, valid, n, k_run, v_run, torch.ones_like(st.run_valid), pos + 1, st.all_valid
+        )
+        return out, new
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, chunk_size={self.chunk_size}, n_groups={self.n_groups}, rope={self.rope}"
+
+
+register_mixer(
+    "rat",
+    RAT,
+    defaults={"chunk_size": 16},
+    description="RAT: gated recurrence inside chunks (L=16) + softmax attention over chunk summaries",
+    family="rat",
+)

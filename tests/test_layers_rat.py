@@ -1,0 +1,406 @@
+"""RAT (recurrence inside chunks, attention across chunks): forms, limits, generation, padding, errors.
+
+The independent implementations below are written from the equations (spec part B.3/B.4), not from the
+layer's code: a dense score matrix over [earlier summaries ; own running state], softmax attention with
+token RoPE for L = 1, and a plain gated-RNN loop for L >= T.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import recurrences.layers.rat as rat_module
+from recurrences.layers import available_mixers, create_mixer
+from recurrences.layers.rat import RAT, RATState, chunk_attention
+
+D, H = 16, 4
+F64 = torch.float64
+
+
+def make(L: int = 4, seed: int = 0, **kw) -> RAT:
+    torch.manual_seed(seed)
+    m = create_mixer("rat", d_model=D, n_heads=H, chunk_size=L, **kw).double()
+    with torch.no_grad():  # larger weights than the 0.02 init, so that every term matters in the checks
+        m.in_proj.weight.normal_(0, 0.4)
+        m.out_proj.weight.normal_(0, 0.3)
+        m.gate_bias.normal_(0, 1.0)
+    return m
+
+
+def data(B: int, T: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, T, D, generator=g, dtype=F64)
+
+
+# -- independent implementations ----------------------------------------------------------------------
+def rope(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """x (..., P, d) rotated at positions pos (P,), rotate-half layout."""
+    d = x.shape[-1]
+    w = base ** (-torch.arange(0, d, 2, dtype=F64) / d)
+    ang = pos.to(F64)[:, None] * w
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def projections(m: RAT, x: torch.Tensor):
+    """z, q, k, v, g as (B, H, T, d) (z as (B, T, D)) straight from the weights."""
+    B, T, _ = x.shape
+    G, d = m.n_groups, D // H
+    W = m.in_proj.weight
+    zl, v, gl, qg, kg = (x @ W.T).split([D, D, D, G * d, G * d], dim=-1)
+    g = torch.sigmoid(gl + m.gate_bias)
+    heads = [h % G for h in range(H)]
+    q = torch.stack([qg[..., i * d : (i + 1) * d] for i in heads], dim=1)
+    k = torch.stack([kg[..., i * d : (i + 1) * d] for i in heads], dim=1)
+    v = v.view(B, T, H, d).transpose(1, 2)
+    g = g.view(B, T, H, d).transpose(1, 2)
+    return torch.sigmoid(zl), q, k, v, g
+
+
+def dense_rat(m: RAT, x: torch.Tensor) -> torch.Tensor:
+    """Spec B.3/B.4 with explicit products of gates and an explicit score matrix (no scan, no cache)."""
+    B, T, _ = x.shape
+    L, d = m.chunk_size, D // H
+    z, q, k, v, g = projections(m, x)
+    # k~_t = sum_{s in chunk(t), s <= t} (prod_{s < r <= t} g_r) (1 - g_s) k_s
+    kt, vt = torch.zeros_like(k), torch.zeros_like(v)
+    for t in range(T):
+        for s in range((t // L) * L, t + 1):
+            w = (1 - g[:, :, s]) * torch.prod(g[:, :, s + 1 : t + 1], dim=2)
+            kt[:, :, t] += w * k[:, :, s]
+            vt[:, :, t] += w * v[:, :, s]
+    C = T // L  # complete chunks; summaries of chunk j at position j L + L - 1
+    Kb = torch.stack([kt[:, :, j * L + L - 1] for j in range(C)], 2) if C else k.new_zeros(B, H, 0, d)
+    Vb = torch.stack([vt[:, :, j * L + L - 1] for j in range(C)], 2) if C else v.new_zeros(B, H, 0, d)
+    cq = torch.arange(T) // L
+    s_inter = rope(q, cq) @ rope(Kb, torch.arange(C)).transpose(-1, -2) / math.sqrt(d)  # (B, H, T, C)
+    s_inter = s_inter.masked_fill(torch.arange(C)[None, :] >= cq[:, None], float("-inf"))
+    s_self = (q * kt).sum(-1, keepdim=True) / math.sqrt(d)
+    p = torch.softmax(torch.cat([s_inter, s_self], -1), -1)
+    y = p[..., :C] @ Vb + p[..., C:] * vt
+    return (z * y.transpose(1, 2).reshape(B, T, D)) @ m.out_proj.weight.T
+
+
+# -- the forms -----------------------------------------------------------------------------------------
+def run_form(m: RAT, form: str, x0: torch.Tensor, mask=None, seed: int = 5):
+    m.form = form
+    m.zero_grad(set_to_none=True)
+    x = x0.clone().requires_grad_(True)
+    y = m(x, mask=mask)
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    (y * w).sum().backward()
+    return y.detach(), x.grad.clone(), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("L,T", [(4, 1), (4, 7), (3, 63), (16, 100), (1, 7), (5, 5), (7, 23)])
+def test_reference_equals_parallel_outputs_and_gradients(L, T):
+    m = make(L)
+    x = data(2, T, seed=T)
+    yr, gxr, gpr = run_form(m, "reference", x)
+    yp, gxp, gpp = run_form(m, "parallel", x)
+    torch.testing.assert_close(yp, yr, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(gxp, gxr, rtol=1e-9, atol=1e-11)
+    for n in gpr:
+        torch.testing.assert_close(
+            gpp[n], gpr[n], rtol=1e-9, atol=1e-11, msg=lambda s, n=n: f"grad of {n}: {s}"
+        )
+
+
+def test_reference_equals_parallel_with_padding():
+    T, L = 23, 4
+    m = make(L)
+    x = data(3, T)
+    mask = torch.ones(3, T, dtype=torch.bool)
+    mask[0, 17:] = False  # right
+    mask[1, :8] = False  # left, two whole chunks
+    mask[2, 3:11] = False  # middle: one partial chunk, one empty chunk
+    yr, gxr, gpr = run_form(m, "reference", x, mask)
+    yp, gxp, gpp = run_form(m, "parallel", x, mask)
+    torch.testing.assert_close(yp, yr, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(gxp, gxr, rtol=1e-9, atol=1e-11)
+    for n in gpr:
+        torch.testing.assert_close(gpp[n], gpr[n], rtol=1e-9, atol=1e-11)
+    assert bool((gxp[~mask] == 0).all()), "padded inputs must get no gradient"
+
+
+@pytest.mark.parametrize("L,T", [(4, 13), (3, 9), (2, 1), (6, 20)])
+def test_parallel_equals_dense_equations(L, T):
+    m = make(L)
+    x = data(2, T)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), dense_rat(m, x), rtol=1e-9, atol=1e-11)
+
+
+def test_chunk_size_one_is_softmax_attention():
+    """L = 1: softmax attention with keys (1-g)k, values (1-g)v and RoPE at token positions."""
+    m = make(1)
+    T = 19
+    x = data(2, T)
+    z, q, k, v, g = projections(m, x)
+    pos = torch.arange(T)
+    kk, vv = rope((1 - g) * k, pos), (1 - g) * v
+    s = rope(q, pos) @ kk.transpose(-1, -2) / math.sqrt(D // H)
+    s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    y = torch.softmax(s, -1) @ vv
+    want = (z * y.transpose(1, 2).reshape(2, T, D)) @ m.out_proj.weight.T
+    with torch.no_grad():
+        for form in m.forms:
+            m.form = form
+            torch.testing.assert_close(m(x), want, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("L", [23, 64])
+def test_chunk_size_at_least_t_is_a_gated_rnn(L):
+    m = make(L)
+    T = 23
+    x = data(2, T)
+    z, q, k, v, g = projections(m, x)
+    h = torch.zeros_like(v[:, :, 0])
+    ys = []
+    for t in range(T):
+        h = g[:, :, t] * h + (1 - g[:, :, t]) * v[:, :, t]
+        ys.append(h)
+    y = torch.stack(ys, 2).transpose(1, 2).reshape(2, T, D)
+    want = (z * y) @ m.out_proj.weight.T
+    with torch.no_grad():
+        for form in m.forms:
+            m.form = form
+            torch.testing.assert_close(m(x), want, rtol=1e-9, atol=1e-11)
+
+
+def test_rope_is_on_the_chunk_index():
+    """Without RoPE the result changes; with it, positions enter only through chunk differences."""
+    m = make(4)
+    m2 = make(4, rope=False)
+    x = data(1, 13)
+    with torch.no_grad():
+        assert not torch.allclose(m(x), m2(x))
+        # shifting the start by whole chunks (an empty, fully padded prefix) changes nothing
+        prefix = torch.zeros(1, 8, D, dtype=F64)
+        mask = torch.cat([torch.zeros(1, 8, dtype=torch.bool), torch.ones(1, 13, dtype=torch.bool)], 1)
+        for form in m.forms:
+            m.form = form
+            torch.testing.assert_close(
+                m(torch.cat([prefix, x], 1), mask=mask)[:, 8:], m(x), rtol=1e-9, atol=1e-11
+            )
+
+
+# -- the inter-chunk attention kernel -----------------------------------------------------------------
+def test_chunk_attention_gradcheck_and_blocks(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    B, Hh, T, d, N = 2, 1, 11, 2, 4
+    q = torch.randn(B, Hh, T, d, generator=g, dtype=F64, requires_grad=True)
+    kb = torch.randn(B, Hh, N, d, generator=g, dtype=F64, requires_grad=True)
+    vb = torch.randn(B, Hh, N, d, generator=g, dtype=F64, requires_grad=True)
+    ss = torch.randn(B, Hh, T, generator=g, dtype=F64, requires_grad=True)
+    vt = torch.randn(B, Hh, T, d, generator=g, dtype=F64, requires_grad=True)
+    cq = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3, 4, 4, 4])
+    kbias = torch.zeros(B, 1, N, dtype=F64)
+    kbias[1, 0, 2] = float("-inf")  # an empty (padded) chunk
+    args = (q, kb, vb, ss, vt)
+
+    def dense(q, kb, vb, ss, vt):
+        s = q @ kb.transpose(-1, -2) + kbias.unsqueeze(2)
+        s = s.masked_fill(torch.arange(N)[None, :] >= cq[:, None], float("-inf"))
+        p = torch.softmax(torch.cat([s, ss.unsqueeze(-1)], -1), -1)
+        return p[..., :N] @ vb + p[..., N:] * vt
+
+    def fast(*a):
+        return chunk_attention(*a, cq, kbias)
+
+    torch.testing.assert_close(fast(*args), dense(*args), rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(fast, args, fast_mode=True)
+    monkeypatch.setattr(rat_module, "_BLOCK_ELEMS", 9)  # force several query blocks
+    torch.testing.assert_close(fast(*args), dense(*args), rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(fast, args, fast_mode=True)
+    y = fast(*args)
+    y.sum().backward(retain_graph=True)
+    g1 = q.grad.clone()
+    y.sum().backward()  # a second backward through the same graph
+    torch.testing.assert_close(q.grad, 2 * g1)
+    monkeypatch.setattr(rat_module, "_SAVE_P_ELEMS", 0)  # always recompute the probabilities
+    assert torch.autograd.gradcheck(fast, args, fast_mode=True)
+
+
+# -- generation ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["reference", "parallel"])
+def test_step_by_step_equals_forward(form):
+    m = make(4)
+    T = 27
+    x = data(2, T)
+    with torch.no_grad():
+        y = m(x)
+        m.form = form
+        s = m.init_state(2)
+        outs = []
+        for t in range(T):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t)
+    torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-9, atol=1e-11)
+    assert s.n_chunks == T // 4 and s.pos == T
+    assert s.cache_numel() == 2 * 2 * H * (D // H) * (T // 4 + 1)  # one key/value per chunk + running state
+
+
+@pytest.mark.parametrize("form", ["reference", "parallel"])
+@pytest.mark.parametrize("cuts", [(5, 11), (8, 12), (4, 5), (1, 2)])
+def test_prefill_then_step_equals_forward(form, cuts):
+    """Prompts ending inside a chunk and exactly at a chunk boundary (L = 4)."""
+    m = make(4)
+    T = 22
+    x = data(2, T)
+    a, b = cuts
+    with torch.no_grad():
+        y = m(x)
+        m.form = form
+        y1, s = m(x[:, :a], state=m.init_state(2), return_state=True)
+        y2, s = m(x[:, a:b], state=s, return_state=True)
+        outs = [y1, y2]
+        for t in range(b, T):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t.unsqueeze(1))
+    torch.testing.assert_close(torch.cat(outs, 1), y, rtol=1e-9, atol=1e-11)
+
+
+def test_padded_prefill_then_step():
+    m = make(3)
+    T, P = 20, 13
+    x = data(3, T)
+    mask = torch.ones(3, T, dtype=torch.bool)
+    mask[0, :6] = False  # left-padded prompt (two whole chunks)
+    mask[1, 2:8] = False  # holes
+    mask[2, 10:P] = False  # right-padded prompt
+    with torch.no_grad():
+        y = m(x, mask=mask)
+        y1, s = m(x[:, :P], mask=mask[:, :P], return_state=True)
+        outs = [y1]
+        for t in range(P, T):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t.unsqueeze(1))
+    torch.testing.assert_close(torch.cat(outs, 1)[mask], y[mask], rtol=1e-9, atol=1e-11)
+    # left padding by whole chunks gives the unpadded outputs
+    with torch.no_grad():
+        torch.testing.assert_close(y[0, 6:], m(x[:1, 6:])[0], rtol=1e-9, atol=1e-11)
+
+
+def test_right_padding_never_changes_real_outputs():
+    m = make(4)
+    x = data(3, 21)
+    lengths = [21, 9, 4]
+    mask = torch.arange(21)[None, :] < torch.tensor(lengths)[:, None]
+    garbage = torch.where(mask.unsqueeze(-1), x, 100 * data(3, 21, seed=9))
+    with torch.no_grad():
+        y = m(garbage, mask=mask)
+        for b, n in enumerate(lengths):
+            torch.testing.assert_close(y[b, :n], m(x[b : b + 1, :n])[0], rtol=1e-9, atol=1e-11)
+        assert bool((y[~mask] == 0).all())
+
+
+def test_state_clone_allows_branching():
+    m = make(2)
+    x = data(1, 9)
+    with torch.no_grad():
+        _, s = m(x[:, :5], return_state=True)
+        s2 = s.clone()
+        ya, _ = m.step(x[:, 5], s)
+        yb, _ = m.step(x[:, 6], s2)
+        yc, _ = m.step(x[:, 5], s2.clone())
+    torch.testing.assert_close(ya, yc)
+    assert not torch.allclose(ya, yb)
+
+
+def test_float32_forms_agree_and_step_under_autograd():
+    torch.manual_seed(0)
+    m = create_mixer("rat", d_model=D, n_heads=H, chunk_size=3)
+    x = data(2, 17).float()
+    ys = {}
+    for form in m.forms:
+        m.form = form
+        ys[form] = m(x)
+    torch.testing.assert_close(ys["parallel"], ys["reference"], rtol=1e-4, atol=1e-6)
+    # stepping with gradients enabled never writes into buffers autograd has saved
+    s = m.init_state(2)
+    outs = []
+    for t in range(8):
+        y_t, s = m.step(x[:, t], s)
+        outs.append(y_t)
+    torch.stack(outs, 1).sum().backward()
+    assert m.in_proj.weight.grad is not None
+    torch.testing.assert_close(torch.stack(outs, 1), ys["parallel"][:, :8], rtol=1e-4, atol=1e-6)
+
+
+# -- construction, registry and errors ---------------------------------------------------------------
+def test_registry_and_defaults():
+    assert "rat" in available_mixers(causal=True)
+    m = create_mixer("rat", d_model=32, n_heads=4)
+    assert m.chunk_size == 16 and m.n_groups == 2 and m.form == "auto" and m.resolve_form(100) == "parallel"
+    p = torch.sigmoid(m.gate_bias.detach())
+    assert float(p.min()) >= 0.5 - 1e-6 and float(p.max()) <= 1 - 1 / 16 + 1e-6
+    assert create_mixer("rat", d_model=24, n_heads=3).n_groups == 1
+    n = sum(p.numel() for p in m.parameters())
+    assert n == 32 * (3 * 32 + 2 * 2 * 8) + 32 * 32 + 32  # D(3D + 2 G d_h) + D^2 + D
+
+
+def test_bad_options_and_inputs_raise():
+    with pytest.raises(ValueError, match="chunk_size"):
+        RAT(16, 4, chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        RAT(16, 4, chunk_size=2.5)
+    with pytest.raises(ValueError, match="n_groups"):
+        RAT(16, 4, n_groups=3)
+    with pytest.raises(ValueError, match="even head dim"):
+        RAT(15, 5)
+    with pytest.raises(ValueError, match="rope_base"):
+        RAT(16, 4, rope_base=0.0)
+    m = make(4)
+    x = data(2, 9)
+    with pytest.raises(ValueError, match="x must have shape"):
+        m(x[0])
+    with pytest.raises(ValueError, match="mask"):
+        m(x, mask=torch.ones(2, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="x_t must have shape"):
+        m.step(x, m.init_state(2))
+    with pytest.raises(TypeError, match="RATState"):
+        m.step(x[:, 0], {"pos": 0})
+    with pytest.raises(ValueError, match=r"\(B, H, capacity, d\)"):
+        m(x, state=m.init_state(3), return_state=True)
+    with pytest.raises(ValueError, match="chunk_size"):
+        _, s = make(3)(x, return_state=True)  # a state from a layer with another chunk size
+        m.step(x[:, 0], s)
+    with pytest.raises(ValueError, match="batch_size"):
+        m.init_state(0)
+    assert isinstance(m.init_state(2), RATState)
+
+
+def test_hybrid_rat_swa_model():
+    """RAT-SWA = the pattern "rat|swa": RAT and sliding-window attention alternate over the layers."""
+    models = pytest.importorskip("recurrences.models")
+    if not hasattr(models, "ModelConfig") or not hasattr(models, "SequenceModel"):
+        pytest.skip("model package not ready")
+    cfg = models.ModelConfig(
+        mixer="rat|swa",
+        d_model=16,
+        n_heads=2,
+        n_layers=4,
+        vocab_size=11,
+        head="lm",
+        mixer_options={"rat": {"chunk_size": 4}, "swa": {"window": 8}},
+    )
+    torch.manual_seed(0)
+    model = models.SequenceModel(cfg).double()
+    kinds = [type(b.mixer).__name__ for b in model.blocks]
+    assert kinds == ["RAT", "Attention", "RAT", "Attention"]
+    assert model.blocks[1].mixer.window == 8 and model.blocks[0].mixer.chunk_size == 4
+    x = torch.randint(0, 11, (2, 19), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = model(x)
+        _, state = model(x[:, :10], return_state=True)
+        outs = []
+        for t in range(10, 19):
+            lt, state = model.step(x[:, t], state)
+            outs.append(lt)
+    assert logits.shape == (2, 19, 11)
+    torch.testing.assert_close(torch.stack(outs, 1), logits[:, 10:], rtol=1e-9, atol=1e-11)
