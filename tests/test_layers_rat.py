@@ -404,3 +404,33 @@ def test_hybrid_rat_swa_model():
             outs.append(lt)
     assert logits.shape == (2, 19, 11)
     torch.testing.assert_close(torch.stack(outs, 1), logits[:, 10:], rtol=1e-9, atol=1e-11)
+
+
+def test_named_hybrid_rat_swa_expands_to_the_alternating_pattern():
+    from recurrences.layers import available_hybrids, expand_hybrid
+    from recurrences.models import ModelConfig, SequenceModel
+
+    assert "rat-swa" in available_hybrids()
+    assert expand_hybrid("rat-swa") == ("rat|swa", {"swa": {"window": 1024}})
+    cfg = ModelConfig(
+        mixer="rat-swa", d_model=16, n_layers=2, n_heads=2, vocab_size=11, n_outputs=11, head="lm"
+    )
+    assert cfg.mixer == "rat|swa" and cfg.mixer_options == {"swa": {"window": 1024}}
+    model = SequenceModel(cfg)
+    kinds = [type(b.mixer).__name__ for b in model.blocks]
+    assert kinds[0] != kinds[1]
+    assert model.blocks[1].mixer.window == 1024
+    # explicit options override the hybrid's defaults
+    cfg = ModelConfig(
+        mixer="rat-swa",
+        mixer_options={"swa": {"window": 32}},
+        d_model=16,
+        n_layers=2,
+        n_heads=2,
+        vocab_size=11,
+        n_outputs=11,
+        head="lm",
+    )
+    assert SequenceModel(cfg).blocks[1].mixer.window == 32
+    # round-trips as its expanded pattern
+    assert ModelConfig.from_json(cfg.to_json()) == cfg

@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
-from .base import Mixer, MixerSpec, available_mixers, create_mixer, mixer_spec, register_mixer
+from .base import (
+    Mixer,
+    MixerSpec,
+    available_hybrids,
+    available_mixers,
+    create_mixer,
+    expand_hybrid,
+    mixer_spec,
+    register_hybrid,
+    register_mixer,
+)
 
-__all__ = ["Mixer", "MixerSpec", "available_mixers", "create_mixer", "mixer_spec", "register_mixer"]
+__all__ = [
+    "Mixer",
+    "MixerSpec",
+    "available_hybrids",
+    "available_mixers",
+    "create_mixer",
+    "expand_hybrid",
+    "mixer_spec",
+    "register_hybrid",
+    "register_mixer",
+]

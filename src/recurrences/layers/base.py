@@ -29,6 +29,9 @@ __all__ = [
     "mixer_spec",
     "check_mixer_input",
     "check_step_input",
+    "register_hybrid",
+    "expand_hybrid",
+    "available_hybrids",
 ]
 
 
@@ -205,6 +208,35 @@ def mixer_spec(name: str) -> MixerSpec:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown mixer {name!r}.{hint} Known mixers: {', '.join(known)}")
     return _REGISTRY[name]
+
+
+_HYBRIDS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
+
+
+def register_hybrid(name: str, pattern: str, options: dict[str, dict[str, Any]] | None = None) -> None:
+    """Name a layer pattern, e.g. ``register_hybrid("rat-swa", "rat|swa", {"swa": {"window": 1024}})``.
+
+    A hybrid is not a mixer (it spans several layers); models and the arena accept its name wherever they
+    accept a pattern "a|b", with ``options`` as per-mixer defaults that explicit options override.
+    """
+    if "|" in name or name in _REGISTRY:
+        raise ValueError(f"hybrid name {name!r} must not contain '|' nor be a mixer name")
+    if name in _HYBRIDS and _HYBRIDS[name] != (pattern, options or {}):
+        raise ValueError(f"hybrid name {name!r} is already registered")
+    _HYBRIDS[name] = (pattern, dict(options or {}))
+
+
+def available_hybrids() -> list[str]:
+    _load_builtins()
+    return sorted(_HYBRIDS)
+
+
+def expand_hybrid(name: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """``"rat-swa"`` -> ``("rat|swa", {"swa": {"window": 1024}})``; any other name or pattern is returned
+    as it is, with no options."""
+    _load_builtins()
+    pattern, options = _HYBRIDS.get(name, (name, {}))
+    return pattern, {k: dict(v) for k, v in options.items()}
 
 
 def create_mixer(name: str, d_model: int, n_heads: int = 1, **options: Any) -> Mixer:

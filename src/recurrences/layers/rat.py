@@ -48,7 +48,7 @@ from torch.autograd.function import once_differentiable
 from recurrences.scan import linear_scan
 
 from ._rope import rope_cos_sin, rotate_half
-from .base import Mixer, check_mixer_input, register_mixer
+from .base import Mixer, check_mixer_input, register_hybrid, register_mixer
 
 __all__ = ["RAT", "RATState", "rat_reference", "rat_parallel", "chunk_attention"]
 
@@ -646,3 +646,8 @@ register_mixer(
     description="RAT: gated recurrence inside chunks (L=16) + softmax attention over chunk summaries",
     family="rat",
 )
+
+
+# The paper's hybrid: RAT and sliding-window attention layers alternating, window 1024 by default
+# (override with mixer_options={"swa": {"window": ...}}).
+register_hybrid("rat-swa", "rat|swa", {"swa": {"window": 1024}})

@@ -186,6 +186,18 @@ class ModelConfig(ConfigMixin):
             self.mixer = "|".join(str(m) for m in self.mixer)
         if not isinstance(self.mixer, str) or not self.mixer.strip():
             raise ValueError(f"{o}.mixer must be a mixer name or a pattern 'a|b|...', got {self.mixer!r}")
+        if "|" not in self.mixer and isinstance(self.mixer_options, dict):
+            # a named hybrid ("rat-swa") stands for its pattern, its options being defaults
+            from recurrences.layers.base import expand_hybrid
+
+            pattern, defaults = expand_hybrid(self.mixer.strip())
+            if defaults or pattern != self.mixer.strip():
+                for k, v in self.mixer_options.items():
+                    if isinstance(v, dict) and isinstance(defaults.get(k), dict):
+                        defaults[k] = {**defaults[k], **v}
+                    else:
+                        defaults[k] = v
+                self.mixer, self.mixer_options = pattern, defaults
         names = split_pattern(self.mixer)
         if any(not n for n in names):
             raise ValueError(f"{o}.mixer has an empty name in pattern {self.mixer!r}")

@@ -227,7 +227,7 @@ def _check_model_names(where: str, names: list[str] | str) -> None:
     for i, name in enumerate(names):
         if not isinstance(name, str) or not name:
             raise ArenaConfigError(f"{where}[{i}]: expected a mixer name (string), got {name!r}")
-        for part in name.split("|"):
+        for part in _parts(name):
             if part not in known:
                 close = difflib.get_close_matches(part, known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -332,10 +332,17 @@ class Cell:
         return f"{self.task_label} / {self.mixer} / seed {self.seed}"
 
 
+def _parts(name: str) -> list[str]:
+    """The mixer names of a model name: a mixer, a pattern "a|b", or a named hybrid ("rat-swa")."""
+    from recurrences.layers import expand_hybrid
+
+    return expand_hybrid(name)[0].split("|")
+
+
 def _is_causal(mixer: str) -> bool:
     from recurrences.layers import mixer_spec
 
-    return all(mixer_spec(part).causal for part in mixer.split("|"))
+    return all(mixer_spec(part).causal for part in _parts(mixer))
 
 
 def resolve_models(
@@ -436,7 +443,7 @@ def plan(
         sizes = {**config.model, **entry.model}
         for name in names:
             # per-mixer options, keyed by mixer name (ModelConfig routes each entry to its layers)
-            options = {p: dict(config.mixer_options[p]) for p in name.split("|") if p in config.mixer_options}
+            options = {p: dict(config.mixer_options[p]) for p in _parts(name) if p in config.mixer_options}
             try:
                 mc = ModelConfig.for_task(
                     io, mixer=name, **sizes, **({"mixer_options": options} if options else {})
@@ -534,7 +541,7 @@ def _registering_modules(cells: list[Cell]) -> list[str]:
     from recurrences.tasks import task_spec
 
     mods: list[str] = []
-    factories = [mixer_spec(p).factory for c in cells for p in c.mixer.split("|")]
+    factories = [mixer_spec(p).factory for c in cells for p in _parts(c.mixer)]
     factories += [task_spec(c.task_name).factory for c in cells]
     for f in factories:
         m = getattr(f, "__module__", None)

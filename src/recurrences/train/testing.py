@@ -47,6 +47,8 @@ class ToyEMA(Mixer):
         B, T, D = x.shape
         a = torch.sigmoid(self.theta).to(x.dtype)
         u = self.w_in(x)
+        if state is not None and (not isinstance(state, Tensor) or state.shape != (B, D)):
+            raise ValueError(f"ToyEMA: state must have shape {(B, D)}")
         h = x.new_zeros(B, D) if state is None else state
         hs = []
         for t in range(T):
