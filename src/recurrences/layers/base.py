@@ -10,7 +10,6 @@ default, the fastest for the input at hand).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from recurrences._registry import load_package_modules, unknown_name
 from recurrences.scan import all_finite
 
 __all__ = [
@@ -145,23 +145,10 @@ class MixerSpec:
 
 
 _REGISTRY: dict[str, MixerSpec] = {}
-_BUILTINS_LOADED = False
 
 
 def _load_builtins() -> None:
-    """Import every module of this package once, so that their registrations run."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    import importlib
-    import pkgutil
-
-    import recurrences.layers as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "base" and not info.name.startswith("_"):
-            importlib.import_module(f"recurrences.layers.{info.name}")
+    load_package_modules("recurrences.layers")
 
 
 def register_mixer(
@@ -203,10 +190,7 @@ def available_mixers(*, causal: bool | None = None) -> list[str]:
 def mixer_spec(name: str) -> MixerSpec:
     _load_builtins()
     if not isinstance(name, str) or name not in _REGISTRY:
-        known = sorted(_REGISTRY)
-        close = difflib.get_close_matches(str(name), known, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown mixer {name!r}.{hint} Known mixers: {', '.join(known)}")
+        raise unknown_name("mixer", name, _REGISTRY)
     return _REGISTRY[name]
 
 

@@ -15,13 +15,14 @@ Conventions:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from recurrences._registry import load_package_modules, unknown_name
 
 IGNORE_INDEX = -100
 
@@ -111,23 +112,10 @@ class TaskSpec:
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
-_BUILTINS_LOADED = False
 
 
 def _load_builtins() -> None:
-    """Import every module of this package once, so that their registrations run."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    import importlib
-    import pkgutil
-
-    import recurrences.tasks as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "base" and not info.name.startswith("_"):
-            importlib.import_module(f"recurrences.tasks.{info.name}")
+    load_package_modules("recurrences.tasks")
 
 
 def register_task(
@@ -152,10 +140,7 @@ def available_tasks() -> list[str]:
 def task_spec(name: str) -> TaskSpec:
     _load_builtins()
     if not isinstance(name, str) or name not in _REGISTRY:
-        known = sorted(_REGISTRY)
-        close = difflib.get_close_matches(str(name), known, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown task {name!r}.{hint} Known tasks: {', '.join(known)}")
+        raise unknown_name("task", name, _REGISTRY)
     return _REGISTRY[name]
 
 
