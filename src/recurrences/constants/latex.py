@@ -34,7 +34,13 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from recurrences.constants.formula import ContinuedFraction, K, N, Reading, Series
-from recurrences.constants.macros import DEFAULT_MACROS, Macro, merge_macros, split_macro_definitions
+from recurrences.constants.macros import (
+    DEFAULT_MACROS,
+    Macro,
+    merge_macros,
+    read_group,
+    split_macro_definitions,
+)
 
 __all__ = ["LatexReadError", "read_latex", "tokenize_latex"]
 
@@ -336,24 +342,10 @@ _TOKEN_RE = re.compile(
 
 
 def _read_braced(text: str, i: int) -> tuple[str, int] | None:
+    """(content, index after) of the balanced ``{...}`` at text[i], after any whitespace."""
     while i < len(text) and text[i].isspace():
         i += 1
-    if i >= len(text) or text[i] != "{":
-        return None
-    depth, j = 0, i
-    while j < len(text):
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j], j + 1
-        j += 1
-    return None
+    return read_group(text, i)
 
 
 def tokenize_latex(text: str, macros: dict[str, Macro] | None = None) -> list[Tok]:

@@ -40,7 +40,7 @@ DEFAULT_MACROS: dict[str, Macro] = {
 _MAX_BODY = 2_000
 
 
-def _read_group(text: str, i: int) -> tuple[str, int] | None:
+def read_group(text: str, i: int) -> tuple[str, int] | None:
     """Return (content, index after) of the balanced ``{...}`` starting at text[i] == '{'."""
     if i >= len(text) or text[i] != "{":
         return None
@@ -81,7 +81,7 @@ def split_macro_definitions(tex: str) -> tuple[dict[str, Macro], str]:
     for m in _NEWCMD.finditer(tex):
         i = m.end()
         if i < len(tex) and tex[i] == "{":
-            g = _read_group(tex, i)
+            g = read_group(tex, i)
             if g is None:
                 continue
             name, i = g[0].strip(), g[1]
@@ -105,22 +105,22 @@ def split_macro_definitions(tex: str) -> tuple[dict[str, Macro], str]:
                 i = close + 1
                 while i < len(tex) and tex[i].isspace():
                     i += 1
-        g = _read_group(tex, i)
+        g = read_group(tex, i)
         if g is None or len(g[0]) > _MAX_BODY:
             continue
         out[name[1:]] = Macro(nargs, g[0])
         spans.append((m.start(), g[1]))
     for m in _DEF.finditer(tex):
-        g = _read_group(tex, m.end())
+        g = read_group(tex, m.end())
         if g is None or len(g[0]) > _MAX_BODY:
             continue
         out[m.group(1)] = Macro(len(m.group(2)) // 2, g[0])
         spans.append((m.start(), g[1]))
     for m in _DECLOP.finditer(tex):
-        g = _read_group(tex, m.end())
+        g = read_group(tex, m.end())
         if g is None:
             continue
-        g2 = _read_group(tex, g[1] + (len(tex[g[1] :]) - len(tex[g[1] :].lstrip())))
+        g2 = read_group(tex, g[1] + (len(tex[g[1] :]) - len(tex[g[1] :].lstrip())))
         if g2 is None:
             continue
         name = g[0].strip()

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..scan import linear_scan
-from .base import Mixer, check_mixer_input, register_mixer
+from .base import Mixer, check_step_input, register_mixer
 
 __all__ = [
     "Mamba",
@@ -307,10 +307,7 @@ class Mamba(Mixer):
 
     def step(self, x_t: Tensor, state: MambaState | None) -> tuple[Tensor, MambaState]:
         """One token: x_t (B, D) -> y_t (B, D); the recurrence written for a single step."""
-        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
-            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
-            raise ValueError(f"Mamba.step: x_t must have shape (B, D={self.d_model}), got {shape}")
-        check_mixer_input("Mamba.step", x_t.unsqueeze(1), self.d_model)
+        check_step_input("Mamba.step", x_t, self.d_model)
         Bt = x_t.shape[0]
         state = self.init_state(Bt, x_t.device, x_t.dtype) if state is None else self._check_state(state, Bt)
         xi, z = self.in_proj(x_t).chunk(2, dim=-1)
