@@ -606,6 +606,7 @@ def _train_loop(
                 save(step, False)
     finally:
         if bar is not None:
+            bar.refresh()  # show the last loss/metric even when the run finished within one refresh interval
             bar.close()
 
     if last_eval is None or last_eval_step != step:
