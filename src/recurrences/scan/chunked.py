@@ -137,7 +137,7 @@ class _ChunkedScan(torch.autograd.Function):
         lam = chunked_scan_forward(a_adj, grad_h.contiguous(), None, ctx.chunk, not reverse)
         grad_a = grad_initial = None
         if ctx.needs_input_grad[0]:
-            grad_a = torch.empty_like(lam)
+            grad_a = a_adj  # a_adj is no longer needed: reuse its memory rather than allocate again
             # dL/da_t = lam_t * conj(state entering t)
             if reverse:
                 torch.mul(lam[:, :-1], hc[:, 1:], out=grad_a[:, :-1])
