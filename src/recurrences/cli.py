@@ -7,6 +7,8 @@ imports torch.
 from __future__ import annotations
 
 import importlib
+import os
+import sqlite3
 import sys
 
 # verb -> (module, function taking argv list and returning an exit code)
@@ -45,7 +47,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recurrences: unknown command {verb!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     mod, fn = VERBS[verb]
-    return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
+    try:
+        return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
+    except KeyboardInterrupt:
+        print(f"\nrecurrences {verb}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, KeyError, OSError, sqlite3.Error) as e:
+        # Bad input from the user (a value, a name, a file): one line naming it, not a traceback.
+        # RECURRENCES_DEBUG=1 shows the traceback.
+        if os.environ.get("RECURRENCES_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"recurrences {verb}: error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -168,8 +168,14 @@ def _read(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from .latex import read_latex
 
-    for r in read_latex(args.latex):
+    readings = read_latex(args.latex)
+    for r in readings:
         print(json.dumps({"formula": str(r.formula), "stated_value": str(r.stated_value), "notes": r.notes}))
+    if not readings:
+        print(
+            "recurrences constants read: no series or continued fraction found in the input", file=sys.stderr
+        )
+        return 1
     return 0
 
 

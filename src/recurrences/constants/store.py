@@ -61,9 +61,13 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        try:
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.executescript(SCHEMA)
+            self.db.commit()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise ValueError(f"formula store {self.path!r} is not a usable SQLite database ({e})") from None
 
     def close(self) -> None:
         self.db.close()

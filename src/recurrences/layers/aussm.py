@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..scan import linear_scan
-from .base import Mixer, check_mixer_input, register_mixer
+from .base import Mixer, check_step_input, register_mixer
 
 __all__ = [
     "AUSSM",
@@ -371,6 +371,11 @@ class AUSSM(Mixer):
         Bt, T, _ = x.shape
         if state is not None:
             state = self._check_state(state, Bt)
+        if T == 0:  # nothing to mix; the state (if any) passes through
+            out = x.new_zeros(Bt, 0, self.d_model)
+            if not return_state:
+                return out
+            return out, state if state is not None else self.init_state(Bt, x.device, x.dtype)
         xi, z = self.in_proj(x).chunk(2, dim=-1)
         rd = self._core_dtype(x.dtype)
         dev = x.device.type
@@ -411,10 +416,7 @@ class AUSSM(Mixer):
 
     def step(self, x_t: Tensor, state: AUSSMState | None) -> tuple[Tensor, AUSSMState]:
         """One token: x_t (B, D) -> y_t (B, D); h = e^{i theta} h + Delta B SiLU(u) written for one step."""
-        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
-            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
-            raise ValueError(f"AUSSM.step: x_t must have shape (B, D={self.d_model}), got {shape}")
-        check_mixer_input("AUSSM.step", x_t.unsqueeze(1), self.d_model)
+        check_step_input("AUSSM.step", x_t, self.d_model)
         Bt = x_t.shape[0]
         state = self.init_state(Bt, x_t.device, x_t.dtype) if state is None else self._check_state(state, Bt)
         xi, z = self.in_proj(x_t).chunk(2, dim=-1)

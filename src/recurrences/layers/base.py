@@ -115,6 +115,17 @@ class Mixer(nn.Module):
         return_state: bool = False,
     ):
         check_mixer_input(type(self).__name__, x, self.d_model, mask)
+        p = next(self.parameters(), None)
+        if (
+            p is not None
+            and p.is_floating_point()
+            and x.dtype != p.dtype
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            raise TypeError(
+                f"{type(self).__name__}: x has dtype {x.dtype} but the mixer's parameters are {p.dtype}; "
+                f"convert one of them (e.g. mixer.to({x.dtype}) or x.to({p.dtype})), or run under torch.autocast"
+            )
         if (state is not None or return_state) and not self.causal:
             raise ValueError(f"{type(self).__name__} is bidirectional: it has no recurrent state")
         return self._forward(x, mask=mask, state=state, return_state=return_state)

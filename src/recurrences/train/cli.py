@@ -270,7 +270,12 @@ def train_main(argv: list[str]) -> int:
     p.add_argument("--n-heads", type=_positive_int)
     p.add_argument("--threads", type=_positive_int)
     p.add_argument("--db", metavar="FILE", help=f"SQLite run store (default: OUT/{DB_NAME})")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR")
+    p.add_argument(
+        "--out",
+        default="train-out",
+        metavar="DIR",
+        help="output folder (default: train-out; not the arena's)",
+    )
     p.add_argument("--no-progress", action="store_true")
     try:
         args = p.parse_args(argv)

@@ -138,10 +138,13 @@ class RunStore:
         self.path = Path(path)
         self.timeout = float(timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._tx() as conn:
-            for stmt in _SCHEMA.strip().split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
+        try:
+            with self._tx() as conn:
+                for stmt in _SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"run store {str(self.path)!r} is not a usable SQLite database ({e})") from None
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"

@@ -118,7 +118,7 @@ class TrainConfig(ConfigMixin):
             self.grad_clip = 0.0
         if self.eval_every is None:
             self.eval_every = 0
-        _check_int("steps", self.steps, minimum=0)
+        _check_int("steps", self.steps, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_num("lr", self.lr, lo=0, lo_open=True)
         _check_num("weight_decay", self.weight_decay, lo=0)
