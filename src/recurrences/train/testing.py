@@ -55,7 +55,8 @@ class ToyEMA(Mixer):
             h_new = a * h + (1 - a) * u[:, t]
             h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
             hs.append(h)
-        y = self.w_out(torch.stack(hs, 1) * F.silu(self.w_g(x)))
+        states = torch.stack(hs, 1) if hs else x.new_zeros(B, 0, D)
+        y = self.w_out(states * F.silu(self.w_g(x)))
         return (y, h) if return_state else y
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> Tensor:
