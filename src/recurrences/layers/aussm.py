@@ -371,11 +371,6 @@ class AUSSM(Mixer):
         Bt, T, _ = x.shape
         if state is not None:
             state = self._check_state(state, Bt)
-        if T == 0:  # nothing to mix; the state (if any) passes through
-            out = x.new_zeros(Bt, 0, self.d_model)
-            if not return_state:
-                return out
-            return out, state if state is not None else self.init_state(Bt, x.device, x.dtype)
         xi, z = self.in_proj(x).chunk(2, dim=-1)
         rd = self._core_dtype(x.dtype)
         dev = x.device.type

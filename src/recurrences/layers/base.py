@@ -128,6 +128,11 @@ class Mixer(nn.Module):
             )
         if (state is not None or return_state) and not self.causal:
             raise ValueError(f"{type(self).__name__} is bidirectional: it has no recurrent state")
+        if x.shape[1] == 0:  # an empty sequence: nothing to mix, the state (if any) passes through
+            y = x.new_zeros(x.shape)
+            if not return_state:
+                return y
+            return y, (self.init_state(x.shape[0], x.device, x.dtype) if state is None else state)
         return self._forward(x, mask=mask, state=state, return_state=return_state)
 
     def _forward(self, x: Tensor, *, mask: Tensor | None, state: Any, return_state: bool):
