@@ -310,6 +310,18 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
 
 
+def _settings(device: torch.device, dtype: torch.dtype, **sizes: Any) -> dict[str, Any]:
+    """The settings recorded with a bench result: the sizes given, plus device, dtype and memory method."""
+    return {
+        **sizes,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "memory_method": "cuda.max_memory_allocated"
+        if device.type == "cuda"
+        else "dispatch-mode storage tracking",
+    }
+
+
 def bench_mixers(
     mixers: list[tuple[str, str]],
     lengths: list[int],
@@ -382,19 +394,16 @@ def bench_mixers(
         return both
 
     passes = PASSES if backward else PASSES[:1]
-    settings = {
-        "batch": batch,
-        "d_model": d_model,
-        "n_heads": n_heads,
-        "backward": backward,
-        "repeats": repeats,
-        "max_seconds": max_seconds,
-        "device": str(device),
-        "dtype": str(dtype).replace("torch.", ""),
-        "memory_method": "cuda.max_memory_allocated"
-        if device.type == "cuda"
-        else "dispatch-mode storage tracking",
-    }
+    settings = _settings(
+        device,
+        dtype,
+        batch=batch,
+        d_model=d_model,
+        n_heads=n_heads,
+        backward=backward,
+        repeats=repeats,
+        max_seconds=max_seconds,
+    )
     return _run_grid(
         "mixers",
         targets,
@@ -472,18 +481,9 @@ def bench_scan(
         return both
 
     passes = PASSES if backward else PASSES[:1]
-    settings = {
-        "batch": batch,
-        "d": d,
-        "backward": backward,
-        "repeats": repeats,
-        "max_seconds": max_seconds,
-        "device": str(device),
-        "dtype": str(dtype).replace("torch.", ""),
-        "memory_method": "cuda.max_memory_allocated"
-        if device.type == "cuda"
-        else "dispatch-mode storage tracking",
-    }
+    settings = _settings(
+        device, dtype, batch=batch, d=d, backward=backward, repeats=repeats, max_seconds=max_seconds
+    )
     return _run_grid(
         "scan",
         methods,
