@@ -520,6 +520,20 @@ def add_corpus(store: Store, rows: list[dict], constant: str) -> list[int]:
     return ids
 
 
+def _run_stage(cfg: Config, name: str, tasks, done, total: int, *, warm: str | None) -> None:
+    """One stage's work items through :func:`run_tasks` with the run's jobs, budget and progress settings."""
+    run_tasks(
+        tasks,
+        done,
+        jobs=cfg.jobs,
+        budget=cfg.budget,
+        total=total,
+        progress=cfg.progress,
+        desc=name,
+        warm=warm,
+    )
+
+
 def stage_read(store: Store, cfg: Config) -> None:
     ids = store.pending("read", constant=cfg.constant)
 
@@ -533,16 +547,7 @@ def stage_read(store: Store, cfg: Config) -> None:
         store.set_stage(fid, "read", res.pop("status"), res.pop("reason", ""), res, secs)
 
     warm = "read-sympy" if cfg.use_sympy_field else "read-latex"
-    run_tasks(
-        tasks(),
-        done,
-        jobs=cfg.jobs,
-        budget=cfg.budget,
-        total=len(ids),
-        progress=cfg.progress,
-        desc="read",
-        warm=warm,
-    )
+    _run_stage(cfg, "read", tasks(), done, len(ids), warm=warm)
 
 
 def stage_validate(store: Store, cfg: Config) -> None:
@@ -558,16 +563,7 @@ def stage_validate(store: Store, cfg: Config) -> None:
     def done(fid, res, secs):
         store.set_stage(fid, "validate", res.pop("status"), res.pop("reason", ""), res, secs)
 
-    run_tasks(
-        tasks(),
-        done,
-        jobs=cfg.jobs,
-        budget=cfg.budget,
-        total=len(ids),
-        progress=cfg.progress,
-        desc="validate",
-        warm="validate",
-    )
+    _run_stage(cfg, "validate", tasks(), done, len(ids), warm="validate")
 
 
 def stage_convert(store: Store, cfg: Config) -> None:
@@ -596,16 +592,7 @@ def stage_convert(store: Store, cfg: Config) -> None:
                 res["pcf_id"] = pid
         store.set_stage(fid, "convert", status, reason, res, secs)
 
-    run_tasks(
-        tasks(),
-        done,
-        jobs=cfg.jobs,
-        budget=cfg.budget,
-        total=len(ids),
-        progress=cfg.progress,
-        desc="convert",
-        warm="convert",
-    )
+    _run_stage(cfg, "convert", tasks(), done, len(ids), warm="convert")
 
 
 def stage_dynamics(store: Store, cfg: Config) -> None:
@@ -627,16 +614,7 @@ def stage_dynamics(store: Store, cfg: Config) -> None:
             secs,
         )
 
-    run_tasks(
-        tasks(),
-        done,
-        jobs=cfg.jobs,
-        budget=cfg.budget,
-        total=len(ids),
-        progress=cfg.progress,
-        desc="dynamics",
-        warm="dynamics",
-    )
+    _run_stage(cfg, "dynamics", tasks(), done, len(ids), warm="dynamics")
 
 
 STAGE_FUNCS = {
