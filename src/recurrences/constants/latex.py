@@ -835,22 +835,7 @@ class _Parser:
         raise self.fail("unexpected end of input")
 
     def raw_group(self) -> str:
-        if not self.peek().is_op("{"):
-            t = self.take()
-            return t.text
-        self.take()
-        depth, parts = 1, []
-        while True:
-            t = self.take()
-            if t.kind == "end":
-                raise self.fail("unclosed '{'")
-            if t.is_op("{"):
-                depth += 1
-            elif t.is_op("}"):
-                depth -= 1
-                if depth == 0:
-                    return "".join(parts)
-            parts.append(t.text)
+        return "".join(t.text for t in self._raw_arg_tokens())
 
     def matrix_hyp(self):
         self.take()  # begin:matrix
