@@ -275,3 +275,75 @@ def test_bad_options_name_the_option():
         create_task("parity", no_such_option=3)
     with pytest.raises(KeyError, match="parity"):
         create_task("parityy")
+
+
+# ------------------------------------------------------------------------------- length curriculum
+
+
+@pytest.mark.parametrize("batch_lengths", ["batch", "example"])
+def test_curriculum_grows_the_longest_training_length(batch_lengths):
+    task = create_task(
+        "parity",
+        train_lengths=(2, 40),
+        curriculum_steps=100,
+        curriculum_start=10,
+        batch_lengths=batch_lengths,
+    )
+    assert [task.train_high(s) for s in (0, 50, 99, 100, 10_000)] == [10, 25, 39, 40, 40]
+
+    def longest(steps):
+        return max(int(task.train_batch(s, 16, seed=1).mask.sum(1).max()) for s in steps)
+
+    def shortest(steps):
+        return min(int(task.train_batch(s, 16, seed=1).mask.sum(1).min()) for s in steps)
+
+    assert longest(range(0, 3)) <= 10
+    assert longest(range(50, 53)) <= 25
+    assert longest(range(100, 160)) > 30  # the full range is reached after the curriculum
+    assert shortest(range(100, 160)) >= 2
+    # the schedule is a function of the step: the same step gives the same batch (resume-safe)
+    a, b = task.train_batch(37, 8, seed=5), task.train_batch(37, 8, seed=5)
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+    # evaluation splits do not depend on the curriculum
+    plain = create_task("parity", train_lengths=(2, 40), batch_lengths=batch_lengths)
+    assert task.eval_splits() == plain.eval_splits()
+    x, y = next(task.eval_batches("len_041_064", 16)), next(plain.eval_batches("len_041_064", 16))
+    assert torch.equal(x.inputs, y.inputs)
+
+
+def test_curriculum_off_by_default_and_in_the_config():
+    task = create_task("cycle_navigation", train_lengths=(1, 40))
+    assert task.train_high(0) == 40 and "curriculum_steps" not in task.config()
+    cur = create_task("cycle_navigation", train_lengths=(1, 40), curriculum_steps=500)
+    assert cur.curriculum_start == 8 and cur.train_high(0) == 8
+    assert cur.config()["curriculum_steps"] == 500 and cur.config()["curriculum_start"] == 8
+    again = create_task("cycle_navigation", **cur.config())
+    assert again.config() == cur.config()
+    with pytest.raises(ValueError, match="curriculum_steps"):
+        create_task("parity", curriculum_steps=-1)
+    with pytest.raises(ValueError, match="curriculum_start"):
+        create_task("parity", train_lengths=(1, 40), curriculum_steps=10, curriculum_start=41)
+    with pytest.raises(TypeError, match="curriculum_start"):
+        create_task("parity", curriculum_steps=10, curriculum_start=2.5)
+
+
+def test_validation_splits_are_independent_of_the_test_buckets():
+    plain = create_task("cycle_navigation", train_lengths=(1, 8), test_lengths=(9, 24), bucket_width=8)
+    task = create_task(
+        "cycle_navigation", train_lengths=(1, 8), test_lengths=(9, 24), bucket_width=8, val_examples=12
+    )
+    assert task.val_splits == ["val_009_016", "val_017_024"] and plain.val_splits == []
+    assert task.score_splits == plain.score_splits == ["len_009_016", "len_017_024"]
+    assert task.config()["val_examples"] == 12 and "val_examples" not in plain.config()
+    for split in plain.score_splits:  # adding validation splits leaves the test data alone
+        a, b = next(task.eval_batches(split, 64)), next(plain.eval_batches(split, 64))
+        assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+    val = next(task.eval_batches("val_009_016", 64))
+    test = next(task.eval_batches("len_009_016", 64))
+    assert len(val) == 12 and int(val.mask.sum(1).min()) >= 9 and int(val.mask.sum(1).max()) <= 16
+    assert not torch.equal(val.inputs[:, :9], test.inputs[:12, :9])  # a different stream
+    for x, y in _examples(task, val):
+        assert slow_cycle(x, 5) == y
+    assert task.split_length("val_009_016") is None and task.split_length("len_009_016") == 12
+    with pytest.raises(ValueError, match="val_examples"):
+        create_task("parity", val_examples=-2)

@@ -263,3 +263,59 @@ def test_real_mixers_on_a_real_task(mixer, task_name):
     tc = TrainConfig(steps=2, batch_size=4, warmup_steps=1, eval_batch_size=4, eval_max_batches=1)
     r = train(mc, task, tc, progress=False)
     assert set(r.final) == set(task.eval_splits()) and 0 <= r.score <= 1 and r.steps_done == 2
+
+
+# -- model selection on validation splits -----------------------------------------------------------
+def _parity_setup(**task_kw):
+    task = create_task(
+        "parity", train_lengths=(1, 6), test_lengths=(7, 14), bucket_width=4, eval_examples=16, **task_kw
+    )
+    mc = ModelConfig.for_task(task.io, mixer="_toy-ema", d_model=8, n_layers=1, n_heads=1, mlp_ratio=1.0)
+    return task, mc
+
+
+def test_select_best_val_reports_the_evaluation_best_on_validation(tmp_path):
+    task, mc = _parity_setup(val_examples=16)
+    assert task.val_splits == ["val_007_008", "val_009_012", "val_013_014"]
+    assert task.score_splits == ["len_007_008", "len_009_012", "len_013_014"]
+    assert set(task.val_splits) <= set(task.eval_splits())
+    assert not set(task.val_splits) & set(task.score_splits)
+    r = train(mc, task, _tc(steps=24, eval_every=3, lr=3e-2, select="best_val"), progress=False)
+    evals = [h for h in r.history if "eval" in h]
+    vals = [sum(h["eval"][s] for s in task.val_splits) / 3 for h in evals]
+    i = max(range(len(vals)), key=lambda j: (vals[j], -j))  # best, earliest on ties
+    assert r.selected_step == evals[i]["step"] and r.selected_val == pytest.approx(vals[i])
+    assert r.final == evals[i]["eval"] and r.score == pytest.approx(evals[i]["score"])
+    last = train(mc, task, _tc(steps=24, eval_every=3, lr=3e-2), progress=False)
+    assert last.selected_step is None and last.final == evals[-1]["eval"]  # same run, last evaluation
+    assert "select" not in _tc().to_dict() and _tc(select="best_val").to_dict()["select"] == "best_val"
+
+
+def test_select_best_val_survives_resume(tmp_path, monkeypatch):
+    task, mc = _parity_setup(val_examples=8)
+    tc = _tc(steps=15, eval_every=3, checkpoint_every=3, lr=3e-2, select="best_val")
+    full = train(mc, task, tc, run_dir=tmp_path / "full", progress=False)
+    crashing, _ = _parity_setup(val_examples=8)
+    real = crashing.train_batch
+
+    def boom(step, batch_size, seed):
+        if step == 10:
+            raise KeyboardInterrupt
+        return real(step, batch_size, seed)
+
+    monkeypatch.setattr(crashing, "train_batch", boom)
+    with pytest.raises(KeyboardInterrupt):
+        train(mc, crashing, tc, run_dir=tmp_path / "crash", progress=False)
+    monkeypatch.setattr(crashing, "train_batch", real)
+    resumed = train(mc, crashing, tc, run_dir=tmp_path / "crash", progress=False)
+    assert resumed.selected_step == full.selected_step
+    assert (resumed.final, resumed.score) == (full.final, full.score)
+
+
+def test_select_needs_validation_splits():
+    task, mc = _parity_setup()
+    assert task.val_splits == []
+    with pytest.raises(ValueError, match="val_examples"):
+        train(mc, task, _tc(steps=2, select="best_val"), progress=False)
+    with pytest.raises(ValueError, match="select"):
+        _tc(select="best")

@@ -22,6 +22,7 @@ from .base import IGNORE_INDEX, Batch, Task, TaskIO, generator
 TRAIN_SALT = 0x7A1
 EVAL_SALT = 0xE7A
 DATA_SALT = 0xDA7
+VAL_SALT = 0x7A1D
 
 DATA_EXTRA_HINT = "pip install 'recurrences[data]'"
 
@@ -217,6 +218,7 @@ __all__ = [
     "TRAIN_SALT",
     "EVAL_SALT",
     "DATA_SALT",
+    "VAL_SALT",
     "ArrayClassificationTask",
     "check_int",
     "check_float",
@@ -246,6 +248,18 @@ class LengthTask(Task):
     Training batches draw a length per batch (``batch_lengths="batch"``, as in Deletang et al.) or per
     example (``"example"``, right-padded with a mask).
 
+    Length curriculum (off by default): with ``curriculum_steps = S > 0`` the longest training length
+    grows linearly from ``curriculum_start`` (default ``min(high, low + 7)``) at step 0 to the full
+    ``train_lengths`` high at step S, and stays there: at step s lengths are drawn from
+    [low, start + floor((high - start) * s / S)]. It is a function of the step alone, so resumed runs
+    see the same batches. Evaluation never changes.
+
+    Validation splits (off by default): ``val_examples = n > 0`` adds one split ``val_<lo>_<hi>`` per
+    unseen bucket, ``n`` examples each, drawn from a stream independent of the test buckets. They are
+    ``val_splits`` (for ``TrainConfig(select="best_val")``, the protocol of Deletang et al. and of the
+    AUSSM paper: keep the evaluation that is best on validation lengths, report its test buckets) and
+    never scored.
+
     Subclasses implement ``_generate(rng, lengths) -> (tokens (B, T) int64 padded with pad_id,
     lengths (B,), targets)`` with targets (B,) for "classify" and (B, T) for "tagging" (IGNORE_INDEX at
     padding), and set ``n_symbols``, ``n_classes``, ``head``.
@@ -262,6 +276,9 @@ class LengthTask(Task):
         bucket_width: int = 32,
         eval_examples: int = 128,
         batch_lengths: str = "batch",
+        curriculum_steps: int = 0,
+        curriculum_start: int | None = None,
+        val_examples: int = 0,
     ) -> None:
         self.train_lengths = check_length_range("train_lengths", train_lengths)
         self.test_lengths = check_length_range("test_lengths", test_lengths)
@@ -273,6 +290,12 @@ class LengthTask(Task):
         self.bucket_width = check_int("bucket_width", bucket_width, minimum=1)
         self.eval_examples = check_int("eval_examples", eval_examples, minimum=1)
         self.batch_lengths = check_choice("batch_lengths", batch_lengths, ("batch", "example"))
+        self.curriculum_steps = check_int("curriculum_steps", curriculum_steps, minimum=0)
+        lo, hi = self.train_lengths
+        if curriculum_start is None:
+            curriculum_start = min(hi, lo + 7)
+        self.curriculum_start = check_int("curriculum_start", curriculum_start, minimum=lo, maximum=hi)
+        self.val_examples = check_int("val_examples", val_examples, minimum=0)
         self._buckets = length_buckets(*self.test_lengths, self.bucket_width)
         self._cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, Any]] = {}
 
@@ -309,6 +332,12 @@ class LengthTask(Task):
             "bucket_width": self.bucket_width,
             "eval_examples": self.eval_examples,
             "batch_lengths": self.batch_lengths,
+            **(
+                {"curriculum_steps": self.curriculum_steps, "curriculum_start": self.curriculum_start}
+                if self.curriculum_steps
+                else {}
+            ),
+            **({"val_examples": self.val_examples} if self.val_examples else {}),
             **self._extra_config(),
         }
 
@@ -323,37 +352,54 @@ class LengthTask(Task):
         step = check_int("step", step, minimum=0)
         batch_size = check_int("batch_size", batch_size, minimum=1)
         rng = np_rng(seed, TRAIN_SALT, step)
-        lo, hi = self.train_lengths
+        lo, hi = self.train_lengths[0], self.train_high(step)
         if self.batch_lengths == "batch":
             lengths = np.full(batch_size, int(rng.integers(lo, hi + 1)), dtype=np.int64)
         else:
             lengths = rng.integers(lo, hi + 1, size=batch_size).astype(np.int64)
         return self._batch(*self._generate(rng, lengths))
 
+    def train_high(self, step: int) -> int:
+        """The longest training length drawn at ``step`` (the curriculum's schedule; see the class doc)."""
+        hi = self.train_lengths[1]
+        if self.curriculum_steps and step < self.curriculum_steps:
+            start = self.curriculum_start
+            return start + ((hi - start) * int(step)) // self.curriculum_steps
+        return hi
+
     def eval_splits(self) -> list[str]:
-        return ["train_len"] + [f"len_{a:03d}_{b:03d}" for a, b in self._buckets]
+        return ["train_len", *self.score_splits, *self.val_splits]
 
     @property
     def score_splits(self) -> list[str]:
-        return self.eval_splits()[1:]
+        return [f"len_{a:03d}_{b:03d}" for a, b in self._buckets]
+
+    @property
+    def val_splits(self) -> list[str]:
+        return [f"val_{a:03d}_{b:03d}" for a, b in self._buckets] if self.val_examples else []
 
     def _range_of(self, split: str) -> tuple[int, tuple[int, int]]:
         splits = self.eval_splits()
         if split not in splits:
             raise KeyError(f"unknown split {split!r} for task {self.name!r}; splits: {', '.join(splits)}")
         i = splits.index(split)
-        return i, (self.train_lengths if i == 0 else self._buckets[i - 1])
+        if i == 0:
+            return i, self.train_lengths
+        return i, self._buckets[(i - 1) % len(self._buckets)]
 
     def split_length(self, split: str) -> int | None:
+        """The mean length of a split (None for validation splits: they are not plotted)."""
         _, (a, b) = self._range_of(split)
-        return (a + b) // 2
+        return None if split.startswith("val_") else (a + b) // 2
 
     def _eval_data(self, split: str, seed: int):
         key = (split, int(seed))
         if key not in self._cache:
             i, (a, b) = self._range_of(split)
-            rng = np_rng(seed, EVAL_SALT, i)
-            lengths = spread_lengths(a, b, self.eval_examples).astype(np.int64)
+            val = split.startswith("val_")
+            rng = np_rng(seed, VAL_SALT, i) if val else np_rng(seed, EVAL_SALT, i)
+            n = self.val_examples if val else self.eval_examples
+            lengths = spread_lengths(a, b, n).astype(np.int64)
             self._cache[key] = self._generate(rng, lengths)
         return self._cache[key]
 

@@ -94,6 +94,12 @@ class Task:
     def score_splits(self) -> list[str]:
         return self.eval_splits()
 
+    @property
+    def val_splits(self) -> list[str]:
+        """Evaluation splits kept apart for model selection (``TrainConfig.select="best_val"``): the
+        run reports the evaluation whose mean over these is best. Never part of ``score_splits``."""
+        return []
+
     def eval_batches(self, split: str, batch_size: int, seed: int = 0) -> Iterator[Batch]:
         """Deterministic evaluation batches of ``split`` (the same whatever the training seed)."""
         raise NotImplementedError

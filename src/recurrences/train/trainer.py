@@ -94,7 +94,9 @@ class TrainConfig(ConfigMixin):
     ``grad_clip=0`` disables clipping (None is accepted for both and stored as 0);
     ``eval_max_batches=None`` evaluates every batch of a split; ``early_stop`` is a target for the
     headline score (reached means >= for accuracy, <= for bpc); ``threads=None`` leaves torch's
-    thread count alone."""
+    thread count alone. ``select``: which evaluation the run reports - "last" (the final one) or
+    "best_val" (the one with the best mean over ``task.val_splits``, earliest on ties; the task must
+    have validation splits, e.g. ``val_examples > 0`` for the length-generalisation tasks)."""
 
     steps: int = 1000
     batch_size: int = 32
@@ -112,6 +114,7 @@ class TrainConfig(ConfigMixin):
     checkpoint_every: int | None = None
     log_every: int = 50
     threads: int | None = None
+    select: str = "last"
 
     def __post_init__(self) -> None:
         if self.grad_clip is None:
@@ -136,6 +139,16 @@ class TrainConfig(ConfigMixin):
         _check_int("checkpoint_every", self.checkpoint_every, minimum=1, allow_none=True)
         _check_int("log_every", self.log_every, minimum=1)
         _check_int("threads", self.threads, minimum=1, allow_none=True)
+        if self.select not in SELECT_MODES:
+            raise ValueError(f"TrainConfig.select must be one of {SELECT_MODES}, got {self.select!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict; ``select`` only when not "last", so runs keyed before it existed keep
+        their keys (stores and checkpoints made earlier are found and resumed)."""
+        d = super().to_dict()
+        if d.get("select") == "last":
+            del d["select"]
+        return d
         self.lr = float(self.lr)
         self.weight_decay = float(self.weight_decay)
         self.min_lr_ratio = float(self.min_lr_ratio)
@@ -144,10 +157,15 @@ class TrainConfig(ConfigMixin):
             self.early_stop = float(self.early_stop)
 
 
+SELECT_MODES = ("last", "best_val")
+
+
 @dataclass
 class TrainResult:
     """What a training run produced. ``history`` entries: {"step", "loss", "lr"} every ``log_every``
-    steps, plus {"eval": {split: value}, "score"} at evaluations (``step`` = optimizer steps done)."""
+    steps, plus {"eval": {split: value}, "score"} at evaluations (``step`` = optimizer steps done).
+    ``final``/``score`` are the reported evaluation: the last one, or with ``select="best_val"`` the
+    one at ``selected_step`` (best validation mean ``selected_val``)."""
 
     final: dict[str, float]
     score: float
@@ -158,6 +176,8 @@ class TrainResult:
     stopped_early: bool = False
     metric: str = "accuracy"
     higher_is_better: bool = True
+    selected_step: int | None = None
+    selected_val: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,6 +308,15 @@ def headline_score(results: dict[str, float], task: Task) -> float:
     return float(sum(results[s] for s in splits) / len(splits))
 
 
+def validation_score(results: dict[str, float], task: Task) -> float:
+    """Mean of the metric over ``task.val_splits`` (what ``select="best_val"`` ranks evaluations by)."""
+    splits = list(task.val_splits)
+    missing = [s for s in splits if s not in results]
+    if not splits or missing:
+        raise KeyError(f"task {task.name!r}: validation splits {missing or splits} were not evaluated")
+    return float(sum(results[s] for s in splits) / len(splits))
+
+
 def _reached(score: float, target: float | None, higher_is_better: bool) -> bool:
     if target is None or math.isnan(score):
         return False
@@ -354,6 +383,11 @@ def train(
             f"train: task must be a Task (see recurrences.tasks.create_task), got {type(task).__name__}"
         )
     _check_compatible(model_config, task)
+    if train_config.select == "best_val" and not list(task.val_splits):
+        raise ValueError(
+            f"TrainConfig.select='best_val' needs validation splits, but task {task.name!r} has none "
+            "(for the length-generalisation tasks set the task option val_examples > 0)"
+        )
     cfg = train_config
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -440,6 +474,7 @@ def _train_loop(
     # -- resume ---------------------------------------------------------------------------------
     start, history, seconds_before = 0, [], 0.0
     loss_sum, loss_count = 0.0, 0
+    best: dict[str, Any] | None = None  # select="best_val": {"step", "val", "eval", "score"}
     ckpt = load_checkpoint(run_dir) if run_dir is not None else None
     if ckpt is not None:
         tensors, meta = ckpt
@@ -461,6 +496,7 @@ def _train_loop(
         history = list(meta.get("history", []))
         seconds_before = float(meta.get("seconds", 0.0))
         loss_sum, loss_count = float(meta.get("loss_sum", 0.0)), int(meta.get("loss_count", 0))
+        best = meta.get("best")
         restore_rng_state(meta["rng"])
 
     net: nn.Module = model
@@ -493,6 +529,7 @@ def _train_loop(
             "rng": encode_rng_state(),
             "optimizer": ometa,
             "n_params": n_params,
+            "best": best,
         }
         if result is not None:
             meta["result"] = result.to_dict()
@@ -507,7 +544,7 @@ def _train_loop(
         )
 
     def run_eval(step_done: int) -> None:
-        nonlocal last_eval, last_score, last_eval_step
+        nonlocal last_eval, last_score, last_eval_step, best
         last_eval = evaluate(
             model,
             task,
@@ -519,6 +556,10 @@ def _train_loop(
         )
         last_score = headline_score(last_eval, task)
         last_eval_step = step_done
+        if cfg.select == "best_val":
+            val = validation_score(last_eval, task)
+            if best is None or (val > best["val"] if hib else val < best["val"]):
+                best = {"step": step_done, "val": val, "eval": dict(last_eval), "score": last_score}
 
     try:
         model.train()
@@ -612,9 +653,10 @@ def _train_loop(
     if last_eval is None or last_eval_step != step:
         run_eval(step)
     assert last_eval is not None
+    chosen = best if (cfg.select == "best_val" and best is not None) else None
     result = TrainResult(
-        final=dict(last_eval),
-        score=last_score,
+        final=dict(chosen["eval"] if chosen else last_eval),
+        score=chosen["score"] if chosen else last_score,
         history=history,
         n_params=n_params,
         steps_done=step,
@@ -622,6 +664,8 @@ def _train_loop(
         stopped_early=stopped,
         metric=metric,
         higher_is_better=hib,
+        selected_step=chosen["step"] if chosen else None,
+        selected_val=chosen["val"] if chosen else None,
     )
     save(step, True, result)
     return result
