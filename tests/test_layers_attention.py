@@ -277,6 +277,105 @@ def test_bad_state_raises():
         )
 
 
+@pytest.mark.parametrize("window", [None, 1, 3, 5])
+@pytest.mark.parametrize("rope", [True, False])
+def test_long_in_place_decoding_equals_forward(window, rope):
+    """Many no-grad steps: the buffers are appended to in place, grown, and (with a window) slid."""
+    torch.manual_seed(0)
+    m = Attention(16, 2, window=window, rope=rope).double()
+    T, P = 300, 7  # positions up to 300 cross the RoPE table's 256-position blocks
+    x = rand(2, T, 16, seed=4)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    mask[0, :3] = False  # a left-padded prompt: the cache holds invalid entries
+    with torch.no_grad():
+        y = m(x, mask=mask)
+        y0, s = m(x[:, :P], mask=mask[:, :P], return_state=True)
+        outs, bufs = [y0], set()
+        for t in range(P, T):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t.unsqueeze(1))
+            bufs.add(s.k_buf.data_ptr())
+            assert s.k.shape[1] == (t + 1 if window is None else min(t + 1, window - 1))
+    torch.testing.assert_close(torch.cat(outs, 1)[mask], y[mask])
+    # amortised O(1) appends: a new buffer only when the old one is full (doubling, or sliding a window)
+    assert len(bufs) <= (12 if window is None else (T - P) // 4 + 2)
+
+
+def test_steps_reuse_the_buffer_and_views_stay_consistent():
+    m = Attention(16, 4)
+    s = m.init_state(2)
+    x = torch.randn(10, 2, 16)
+    with torch.no_grad():
+        _, s1 = m.step(x[0], s)
+        _, s2 = m.step(x[1], s1)
+    assert s2.k_buf is s1.k_buf and s2.k.shape == (2, 2, 4, 4) and s2.valid.shape == (2, 2)
+    torch.testing.assert_close(s2.k[:, :1], s1.k)
+    assert bool(s2.valid.all()) and s2.all_valid
+    # a cache whose views were replaced by other tensors gets fresh buffers (its own views are kept)
+    moved = KVCache(s2.k.clone(), s2.v.clone(), s2.valid.clone(), s2.pos, s2.k_buf, s2.v_buf, s2.valid_buf)
+    with torch.no_grad():
+        ya, sa = m.step(x[2], moved)
+        yb, sb = m.step(x[2], s2)
+    assert sa.k_buf is not s2.k_buf
+    torch.testing.assert_close(ya, yb)
+
+
+def test_clone_allows_branching():
+    torch.manual_seed(0)
+    m = Attention(16, 2).double()
+    x = rand(1, 9, 16, seed=2)
+    with torch.no_grad():
+        _, s = m(x[:, :5], return_state=True)
+        _, s = m.step(x[:, 5], s)  # now a cache with spare room, appended to in place
+        s2 = s.clone()
+        ya, _ = m.step(x[:, 6], s)
+        yb, _ = m.step(x[:, 7], s2)
+        yc, _ = m.step(x[:, 6], s2.clone())
+        yd = m(x[:, :7])[:, -1]
+    torch.testing.assert_close(ya, yc)
+    torch.testing.assert_close(ya, yd)
+    assert not torch.allclose(ya, yb)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_steps_under_autograd_never_write_in_place(window):
+    """With gradients on, step() concatenates; mixing it with in-place no-grad steps keeps backward valid."""
+    torch.manual_seed(0)
+    m = Attention(16, 2, window=window).double()
+    x = rand(2, 12, 16, seed=5)
+    y_full = m(x)
+    y0, s = m(x[:, :4], return_state=True)  # prefill with gradients
+    outs = [y0]
+    for t in range(4, 8):  # steps with gradients
+        y_t, s = m.step(x[:, t], s)
+        outs.append(y_t.unsqueeze(1))
+    with torch.no_grad():  # then in-place steps: must not touch tensors the graph saved
+        for t in range(8, 12):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t.unsqueeze(1))
+    y = torch.cat(outs, 1)
+    torch.testing.assert_close(y, y_full.detach(), rtol=1e-9, atol=1e-11)
+    w = rand(2, 8, 16, seed=6)
+    (y[:, :8] * w).sum().backward()
+    g_step = m.qkv.weight.grad.clone()
+    m.zero_grad()
+    (m(x[:, :8]) * w).sum().backward()
+    torch.testing.assert_close(g_step, m.qkv.weight.grad)
+
+
+def test_step_rejects_bad_tokens():
+    m = Attention(16, 2)
+    s = m.init_state(2)
+    bad = torch.randn(2, 16)
+    bad[1, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        m.step(bad, s)
+    with pytest.raises(ValueError, match="d_model"):
+        m.step(torch.randn(2, 15), s)
+    with pytest.raises(TypeError, match="floating"):
+        m.step(torch.ones(2, 16, dtype=torch.long), s)
+
+
 # -- construction ----------------------------------------------------------------------------------
 def test_registry_variants():
     a = create_mixer("attention", d_model=16, n_heads=2)

@@ -332,6 +332,88 @@ def test_float32_forms_agree_and_step_under_autograd():
     torch.testing.assert_close(torch.stack(outs, 1), ys["parallel"][:, :8], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_groups,rope", [(1, True), (2, False), (4, True)])
+def test_long_decoding_equals_forward(n_groups, rope):
+    """Many in-place steps (the chunk buffers grow several times), other group counts, RoPE off, B = 3."""
+    m = make(2, n_groups=n_groups, rope=rope)
+    T, P = 45, 3
+    x = data(3, T, seed=7)
+    with torch.no_grad():
+        y = m(x)
+        y0, s = m(x[:, :P], return_state=True)
+        outs, bufs = [y0], set()
+        for t in range(P, T):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t.unsqueeze(1))
+            bufs.add(s.keys.data_ptr())
+    torch.testing.assert_close(torch.cat(outs, 1), y, rtol=1e-9, atol=1e-11)
+    assert s.n_chunks == T // 2 and len(bufs) <= 5  # capacity doubling: few reallocations
+
+
+def test_step_follows_parameter_updates():
+    """step() caches the gate-bias row and the RoPE matrix; changing the parameters must not be missed."""
+    m = make(4)
+    x = data(2, 9)
+    with torch.no_grad():
+        s = m.init_state(2)
+        for t in range(5):
+            _, s = m.step(x[:, t], s)
+        m.gate_bias.add_(0.7)  # an in-place update, as an optimiser makes
+        m.in_proj.weight.mul_(1.1)
+        s = m.init_state(2)
+        outs = []
+        for t in range(9):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t)
+        torch.testing.assert_close(torch.stack(outs, 1), m(x), rtol=1e-9, atol=1e-11)
+
+
+def test_low_precision_step_is_close_to_forward():
+    torch.manual_seed(0)
+    m = create_mixer("rat", d_model=D, n_heads=H, chunk_size=3).to(torch.bfloat16)
+    x = data(2, 10).to(torch.bfloat16)
+    with torch.no_grad():
+        y = m(x)
+        s = m.init_state(2)
+        outs = []
+        for t in range(10):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t)
+    assert outs[0].dtype == torch.bfloat16
+    torch.testing.assert_close(torch.stack(outs, 1).float(), y.float(), rtol=0.05, atol=2e-3)
+
+
+def test_no_grad_steps_after_a_prefill_with_gradients_keep_backward_valid():
+    m = make(3)
+    x = data(2, 14)
+    y_full = m(x).detach()
+    y0, s = m(x[:, :7], return_state=True)  # prefill with gradients: the state is part of the graph
+    outs = [y0]
+    with torch.no_grad():  # in-place steps must not write into tensors the graph saved
+        for t in range(7, 14):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t.unsqueeze(1))
+    torch.testing.assert_close(torch.cat(outs, 1).detach(), y_full, rtol=1e-9, atol=1e-11)
+    y0.sum().backward()  # would raise if a saved tensor had been modified in place
+    g = m.in_proj.weight.grad.clone()
+    m.zero_grad()
+    m(x[:, :7]).sum().backward()
+    torch.testing.assert_close(g, m.in_proj.weight.grad)
+
+
+def test_step_rejects_bad_tokens():
+    m = make(4)
+    s = m.init_state(2)
+    bad = data(2, 1)[:, 0].clone()
+    bad[0, 2] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        m.step(bad, s)
+    with pytest.raises(ValueError, match="d_model"):
+        m.step(data(2, 1)[:, 0, :-1], s)
+    with pytest.raises(TypeError, match="floating"):
+        m.step(torch.ones(2, D, dtype=torch.long), s)
+
+
 # -- construction, registry and errors ---------------------------------------------------------------
 def test_registry_and_defaults():
     assert "rat" in available_mixers(causal=True)

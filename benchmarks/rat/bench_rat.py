@@ -36,6 +36,7 @@ def env_info() -> dict:
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -166,8 +167,16 @@ def time_steps(fn, n: int) -> float:
 
 @torch.no_grad()
 def cmd_generate(args: argparse.Namespace) -> None:
+    """Per-token latency after prefilling to each position.
+
+    The three decoders take turns in rounds: in each round each one makes ``block`` consecutive steps.
+    With ``block`` 1 (the default) every step directly follows another decoder's step, so it starts
+    with caches full of the other decoders' data (attention streams its whole KV cache every step);
+    with ``block`` > 1 the first step of each turn is not timed, so the timed steps run in the
+    decoder's own steady state, as when one model generates. Either way load drifts hit all alike.
+    """
     torch.manual_seed(0)
-    D, H, B = args.d_model, args.n_heads, args.batch
+    D, H, B, blk = args.d_model, args.n_heads, args.batch, args.block
     rat = create_mixer("rat", d_model=D, n_heads=H, chunk_size=args.chunk_size).eval()
     attn = create_mixer("attention", d_model=D, n_heads=H).eval()
     rows = []
@@ -175,8 +184,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
         prompt = torch.randn(B, P, D)
         _, s_rat = rat(prompt, return_state=True)
         _, s_att = attn(prompt, return_state=True)
-        best = PreallocatedKV(attn, B, P + 4 * args.steps + 8, s_att.k, s_att.v)
-        xs = torch.randn(4 * args.steps + 8, B, D)
+        n_x = 3 * (args.steps * blk + 2)
+        best = PreallocatedKV(attn, B, P + n_x, s_att.k, s_att.v)
+        xs = torch.randn(n_x, B, D)
         it = iter(range(len(xs)))
         holder = {"rat": s_rat, "att": s_att}
 
@@ -189,13 +199,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
         def best_step(best=best, xs=xs, it=it):
             best.step(xs[next(it)])
 
-        for f in (rat_step, att_step, best_step):  # warm-up
+        fns = {"rat": rat_step, "attention (mixer step)": att_step, "attention (preallocated KV)": best_step}
+        for f in fns.values():  # warm-up
             f()
-        t = {"rat": [], "attention (mixer step)": [], "attention (preallocated KV)": []}
-        for _ in range(args.steps):  # interleave single steps so that load drifts hit all alike
-            t["rat"].append(time_steps(rat_step, 1))
-            t["attention (mixer step)"].append(time_steps(att_step, 1))
-            t["attention (preallocated KV)"].append(time_steps(best_step, 1))
+        t = {k: [] for k in fns}
+        for _ in range(args.steps):  # rounds: each decoder takes a turn of ``blk`` steps
+            for name, f in fns.items():
+                for j in range(blk):
+                    dt = time_steps(f, 1)
+                    if blk == 1 or j > 0:
+                        t[name].append(dt)
         med = {k: statistics.median(v) for k, v in t.items()}
         s, a = holder["rat"], holder["att"]
         assert s.pos == a.pos, "both caches must hold the same number of tokens"
@@ -209,6 +222,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
             "speedup_vs_preallocated": med["attention (preallocated KV)"] / med["rat"],
             "cache_numbers": {"rat": cache_rat, "attention": cache_att},
             "cache_ratio": cache_att / cache_rat,
+            "load_average": os.getloadavg()[0],
         }
         print(json.dumps(row))
         rows.append(row)
@@ -401,7 +415,13 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--n-heads", type=int, default=4)
     g.add_argument("--chunk-size", type=int, default=16)
     g.add_argument("--batch", type=int, default=1)
-    g.add_argument("--steps", type=int, default=50)
+    g.add_argument("--steps", type=int, default=50, help="rounds (timed steps per decoder with --block 1)")
+    g.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="consecutive steps per decoder per round; >1 times the steady state (first step untimed)",
+    )
     g.add_argument("--out", default="generate", help="results/<out>.json")
     g.set_defaults(func=cmd_generate)
     lm = sub.add_parser("lm")

@@ -14,19 +14,22 @@ with the additive mask M_ij = 0 where key j is visible to query i and -inf elsew
 Forms (plain functions on (B, T, H, d) tensors): "reference" writes softmax(QK^T / sqrt(d) + M) V out in
 plain torch; "sdpa" calls :func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels where
 available). ``step()`` decodes one token with a KV cache (:class:`KVCache`), bounded to the last
-``window - 1`` keys when a window is set.
+``window - 1`` keys when a window is set. Under ``torch.no_grad()`` the cache lives in preallocated
+buffers that ``step()`` appends to in place (capacity doubling, so amortised O(1) copying per token; with
+a window the kept slice slides along the buffer and is moved back to its start when it reaches the end).
+With gradients enabled ``step()`` concatenates instead, so autograd never sees an in-place write.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._rope import apply_rope
+from ._rope import apply_rope, rope_cos_sin
 from .base import Mixer, check_step_input, register_mixer
 
 __all__ = [
@@ -164,12 +167,58 @@ class KVCache:
 
     k, v: (B, S, H, d); valid: (B, S) bool (False for padded prompt positions); pos: the absolute
     position of the next token (the cached entries sit at pos - S .. pos - 1).
+
+    Storage (filled in by :meth:`Attention.step` and :meth:`Attention.init_state`; a cache built from
+    plain tensors has none and gets it on its first step): ``k``, ``v`` and ``valid`` are then views
+    ``k_buf[:, :, start:start + S].transpose(1, 2)``, ``v_buf[...]``, ``valid_buf[:, start:start + S]``
+    of buffers k_buf, v_buf (B, H, C, d) and valid_buf (B, C) with spare capacity after the view, into
+    which the next step writes in place. ``all_valid`` caches ``bool(valid.all())`` (None = unknown).
+    Because of the in-place writes, :meth:`clone` a cache before branching it into several continuations.
     """
 
     k: Tensor
     v: Tensor
     valid: Tensor
     pos: int
+    k_buf: Tensor | None = field(default=None, repr=False)
+    v_buf: Tensor | None = field(default=None, repr=False)
+    valid_buf: Tensor | None = field(default=None, repr=False)
+    start: int = 0
+    all_valid: bool | None = None
+
+    def clone(self) -> KVCache:
+        """An independent copy (plain tensors; the copy allocates its own buffers on its next step)."""
+        return KVCache(self.k.clone(), self.v.clone(), self.valid.clone(), self.pos, all_valid=self.all_valid)
+
+    def _storage(self) -> tuple[Tensor, Tensor, Tensor, int] | None:
+        """(k_buf, v_buf, valid_buf, start) when the views sit in the buffers with room for one more entry."""
+        kb, vb, ob, start = self.k_buf, self.v_buf, self.valid_buf, self.start
+        if kb is None or vb is None or ob is None:
+            return None
+        end = start + self.k.shape[1]
+        if (
+            end >= kb.shape[2]
+            or kb.shape != vb.shape
+            or ob.shape[1] != kb.shape[2]
+            or kb.dtype != self.k.dtype
+            or vb.dtype != self.v.dtype
+        ):
+            return None
+        row = kb.shape[3] * kb.element_size()
+        if end > start and (  # (an empty view has no data pointer to compare)
+            self.k.data_ptr() != kb.data_ptr() + start * row
+            or self.v.data_ptr() != vb.data_ptr() + start * row
+            or self.valid.data_ptr() != ob.data_ptr() + start * ob.element_size()
+        ):
+            return None  # the views were replaced: do not write into buffers they no longer belong to
+        return kb, vb, ob, start
+
+
+def _new_storage(
+    B: int, H: int, d: int, capacity: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    kb = torch.empty(B, H, capacity, d, dtype=dtype, device=device)
+    return kb, torch.empty_like(kb), torch.empty(B, capacity, dtype=torch.bool, device=device)
 
 
 class Attention(Mixer):
@@ -207,6 +256,9 @@ class Attention(Mixer):
         self.rope_base = float(rope_base)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out = nn.Linear(d_model, d_model, bias=bias)
+        self._rope_table: tuple | None = (
+            None  # step(): (first position, cos, signed sin, base), 256 positions
+        )
 
     def resolve_form(self, T: int) -> str:
         """ "auto" -> "sdpa" (fused kernels; never slower than the written-out reference)."""
@@ -221,8 +273,10 @@ class Attention(Mixer):
         w = self.qkv.weight
         device = w.device if device is None else device
         dtype = w.dtype if dtype is None else dtype
-        empty = torch.zeros(batch_size, 0, self.n_heads, self.head_dim, device=device, dtype=dtype)
-        return KVCache(empty, empty.clone(), torch.zeros(batch_size, 0, dtype=torch.bool, device=device), 0)
+        kb, vb, ob = _new_storage(batch_size, self.n_heads, self.head_dim, 16, dtype, device)
+        return KVCache(
+            kb[:, :, :0].transpose(1, 2), vb[:, :, :0].transpose(1, 2), ob[:, :0], 0, kb, vb, ob, 0, True
+        )
 
     def _check_state(self, state: object, B: int) -> KVCache:
         if not isinstance(state, KVCache):
@@ -298,12 +352,93 @@ class Attention(Mixer):
         return y, KVCache(k[:, start:], v[:, start:], valid[:, start:], pos0 + T)
 
     def step(self, x_t: Tensor, state: KVCache | None) -> tuple[Tensor, KVCache]:
-        """Decode one token: x_t (B, D) -> y_t (B, D), attending to the cache plus itself."""
+        """Decode one token: x_t (B, D) -> y_t (B, D), attending to the cache plus itself.
+
+        o = softmax(R_p q [R k_cache; R_p k]^T / sqrt(d) + M) [v_cache; v] with M = -inf at padded cache
+        entries; the new key and value are appended to the cache (in place under no_grad).
+        """
         if not self.causal:
             return super().step(x_t, state)
         check_step_input("Attention.step", x_t, self.d_model)
-        y, state = self._forward(x_t.unsqueeze(1), mask=None, state=state, return_state=True)
-        return y[:, 0], state
+        B = x_t.shape[0]
+        st = self.init_state(B, device=x_t.device, dtype=x_t.dtype) if state is None else state
+        st = self._check_state(st, B)
+        if torch.is_grad_enabled() or st.k.dtype != x_t.dtype or st.v.dtype != x_t.dtype:
+            # the general path: concatenation, nothing written in place
+            y, new = self._forward(x_t.unsqueeze(1), mask=None, state=st, return_state=True)
+            return y[:, 0], new
+        H, d, pos = self.n_heads, self.head_dim, st.pos
+        qkv = self.qkv(x_t).view(B, 3, H, d)
+        if self.rope:
+            qk = self._rope_one(qkv[:, :2], pos)  # (B, 2, H, d)
+            q, k = qk[:, 0], qk[:, 1]
+        else:
+            q, k = qkv[:, 0], qkv[:, 1]
+        size = st.k.shape[1]
+        storage = st._storage()
+        if storage is None:  # no buffers, or full: move the cache into fresh ones with room to grow
+            kb, vb, ob = _new_storage(B, H, d, max(16, 2 * (size + 1)), x_t.dtype, x_t.device)
+            kb[:, :, :size] = st.k.transpose(1, 2)
+            vb[:, :, :size] = st.v.transpose(1, 2)
+            ob[:, :size] = st.valid
+            start = 0
+        else:
+            kb, vb, ob, start = storage
+        if self.window is not None and size >= self.window:  # a longer cache than the window needs
+            start, size = start + size - (self.window - 1), self.window - 1
+        end = start + size
+        kb[:, :, end] = k
+        vb[:, :, end] = qkv[:, 2]
+        ob[:, end] = True
+        all_valid = st.all_valid
+        if all_valid is None:
+            all_valid = bool(st.valid.all())
+        mask = None if all_valid else ob[:, None, None, start : end + 1]
+        o = F.scaled_dot_product_attention(
+            q.unsqueeze(2), kb[:, :, start : end + 1], vb[:, :, start : end + 1], attn_mask=mask
+        )  # (B, H, 1, d)
+        y = self.out(o.reshape(B, self.d_model))
+        end += 1
+        if self.window is not None and end - start > self.window - 1:
+            start = end - (self.window - 1)
+        new = KVCache(
+            kb[:, :, start:end].transpose(1, 2),
+            vb[:, :, start:end].transpose(1, 2),
+            ob[:, start:end],
+            pos + 1,
+            kb,
+            vb,
+            ob,
+            start,
+            all_valid,
+        )
+        return y, new
+
+    def _rope_one(self, x: Tensor, pos: int) -> Tensor:
+        """R_pos x for x (..., d) at one position, from a table of cos/sin over a block of positions.
+
+        Uses rotate_half(x) = roll(x, d/2) * [-1, 1] so that R_p x = x cos + roll(x) * [-sin, sin].
+        """
+        tab = self._rope_table
+        if (
+            tab is None
+            or not (tab[0] <= pos < tab[0] + tab[1].shape[0])
+            or tab[1].dtype != x.dtype
+            or tab[3] != self.rope_base
+        ):
+            p0 = pos - pos % 256
+            cos, sin = rope_cos_sin(
+                torch.arange(p0, p0 + 256, device=x.device), self.head_dim, self.rope_base, dtype=x.dtype
+            )
+            h = self.head_dim // 2
+            ssin = torch.cat([-sin[:, :h], sin[:, h:]], dim=-1)
+            tab = self._rope_table = (p0, cos, ssin, self.rope_base)
+        p0, cos, ssin, _ = tab
+        if cos.device != x.device:
+            cos, ssin = cos.to(x.device), ssin.to(x.device)
+            self._rope_table = (p0, cos, ssin, self.rope_base)
+        i = pos - p0
+        return torch.addcmul(x * cos[i], x.roll(self.head_dim // 2, -1), ssin[i])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window={self.window}, rope={self.rope}"

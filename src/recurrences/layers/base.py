@@ -10,6 +10,7 @@ default, the fastest for the input at hand).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,11 +60,20 @@ def check_mixer_input(name: str, x: Tensor, d_model: int, mask: Tensor | None = 
 
 
 def check_step_input(name: str, x_t: Tensor, d_model: int) -> None:
-    """Raise a clear error unless x_t is one finite token per sequence, shape (B, D=d_model)."""
+    """Raise a clear error unless x_t is one finite token per sequence, shape (B, D=d_model).
+
+    Called once per decoded token, so it is kept cheap: one reduction and one sync for the finite check
+    (the exact elementwise check only runs when the sum is not finite).
+    """
     if not isinstance(x_t, Tensor) or x_t.dim() != 2:
         shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
         raise ValueError(f"{name}: x_t must have shape (B, D={d_model}), got {shape}")
-    check_mixer_input(name, x_t.unsqueeze(1), d_model)
+    if x_t.shape[1] != d_model:
+        raise ValueError(f"{name}: x_t has last dim {x_t.shape[1]}, expected d_model={d_model}")
+    if not x_t.is_floating_point():
+        raise TypeError(f"{name}: x_t must be floating point, got {x_t.dtype}")
+    if not math.isfinite(float(x_t.sum())) and not bool(torch.isfinite(x_t).all()):
+        raise ValueError(f"{name}: x_t contains NaN or inf")
 
 
 class Mixer(nn.Module):

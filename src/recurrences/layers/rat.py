@@ -48,12 +48,12 @@ from torch.autograd.function import once_differentiable
 from recurrences.scan import linear_scan
 
 from ._rope import rope_cos_sin, rotate_half
-from .base import Mixer, check_mixer_input, register_hybrid, register_mixer
+from .base import Mixer, check_step_input, register_hybrid, register_mixer
 
 __all__ = ["RAT", "RATState", "rat_reference", "rat_parallel", "chunk_attention"]
 
 # Target number of score elements held at once by the blocked inter-chunk attention.
-_BLOCK_ELEMS = 1 << 22
+_BLOCK_ELEMS = 1 << 20  # 256 query rows x 1k keys x 4 heads: finer causal skipping, cache-sized blocks
 # Keep the attention probabilities for the backward when they total at most this many numbers.
 _SAVE_P_ELEMS = 1 << 26
 
@@ -221,12 +221,9 @@ def _rope_at(x: Tensor, pos: Tensor | int, base: float | None) -> Tensor:
 
 
 @functools.lru_cache(maxsize=16)
-def _rope_matrix(
-    pos: int, d: int, base: float, dtype: torch.dtype, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """M with x @ M = R_pos x (RoPE as a d x d matrix, rows = rotated basis vectors), and M / sqrt(d)."""
-    M = _rope_at(torch.eye(d, dtype=dtype, device=device), pos, base)
-    return M, M * d**-0.5
+def _rope_matrix(pos: int, d: int, base: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """M with x @ M = R_pos x (RoPE as a d x d matrix, rows = rotated basis vectors)."""
+    return _rope_at(torch.eye(d, dtype=dtype, device=device), pos, base)
 
 
 @functools.lru_cache(maxsize=16)
@@ -494,6 +491,9 @@ class RAT(Mixer):
         self.in_proj = nn.Linear(D, 3 * D + 2 * Gd, bias=False)  # z, v, g~, q^, k^
         self.gate_bias = nn.Parameter(torch.zeros(D))
         self.out_proj = nn.Linear(D, D, bias=False)
+        self._true: dict[int, Tensor] = {}  # step(): shared all-True run_valid tensors, per batch size
+        self._bias_cache: tuple | None = None  # step(): (b_g alias, its version, in_proj bias row)
+        self._rope_cache: tuple[int, Tensor, float] | None = None  # step(): RoPE matrix of the current chunk
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -578,62 +578,126 @@ class RAT(Mixer):
         """Decode one token: x_t (B, D) -> y_t (B, D); O(pos / L) work against the chunk-summary cache.
 
         The running state, rotated at the current chunk index c, is written into cache slot n = c (spec
-        B.8): <R_c q, R_c k~> = <q, k~> is the self term, so one softmax over slots 0..c gives y_t. When
-        the chunk ends, that slot already holds its summary and simply becomes a finished chunk.
+        B.8): <R_c q, R_c k~> = <q, k~> is the self term, so one softmax over slots 0..c gives y_t,
+        y_t = softmax(R_c q [K_0; ..; K_{c-1}; R_c k~_t]^T / sqrt(d)) [V_0; ..; V_{c-1}; v~_t]. When the
+        chunk ends, that slot already holds its summary and simply becomes a finished chunk.
+
+        Under no_grad the buffers are written in place (amortised O(1) append); with gradients enabled
+        they are concatenated instead, so that autograd never sees an in-place write.
         """
-        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
-            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
-            raise ValueError(f"RAT.step: x_t must have shape (B, D={self.d_model}), got {shape}")
-        check_mixer_input("RAT.step", x_t.unsqueeze(1), self.d_model)
+        check_step_input("RAT.step", x_t, self.d_model)
         B, D = x_t.shape
         st = (
             self.init_state(B, device=x_t.device, dtype=x_t.dtype)
             if state is None
             else self._check_state(state, B)
         )
-        H, d, G, L = self.n_heads, self.head_dim, self.n_groups, self.chunk_size
-        pos, n = st.pos, st.n_chunks
-        zl, v, gl, qg, kg = self.in_proj(x_t).split([D, D, D, G * d, G * d], dim=-1)
-        work = torch.promote_types(x_t.dtype, torch.float32)
-        g = torch.sigmoid(gl.to(work) + self.gate_bias.to(work)).to(x_t.dtype).view(B, H, d)
-        q = qg.view(B, 1, G, d).expand(B, H // G, G, d).reshape(B, H, d)
-        k = kg.view(B, 1, G, d).expand(B, H // G, G, d).reshape(B, H, d)
-        v = v.view(B, H, d)
+        H, d, L = self.n_heads, self.head_dim, self.chunk_size
+        pos, n, dt = st.pos, st.n_chunks, x_t.dtype
+        G, Gd, J = self.n_groups, self.n_groups * d, H // self.n_groups
+        # heads as (J, G) = (H / G, G): head h uses group h mod G, so the group vectors q^, k^ broadcast
+        # over dim 1 of (B, J, G, d)
+        if dt is torch.float32 or dt is torch.float64:
+            u = F.linear(x_t, self.in_proj.weight, self._gate_bias_row())  # [z~, v, g~ + b_g, q^, k^]
+            # one sigmoid gives z and g (sigmoid(v) is not used)
+            z, _, g = torch.sigmoid(u.narrow(1, 0, 3 * D)).view(B, 3, J, G, d).unbind(1)
+            _, v, _, qg, kg = u.split([D, D, D, Gd, Gd], dim=1)
+        else:  # low precision: the gate is computed in float32, as in the forward
+            u = F.linear(x_t, self.in_proj.weight)
+            zl, v, gl, qg, kg = u.split([D, D, D, Gd, Gd], dim=1)
+            z = torch.sigmoid(zl).view(B, J, G, d)
+            g = torch.sigmoid(gl.float() + self.gate_bias.float()).to(dt).view(B, J, G, d)
+        v, k = v.view(B, J, G, d), kg.view(B, 1, G, d)
         if pos % L == 0:  # a new chunk: forget everything
-            k_run, v_run = (1 - g) * k, (1 - g) * v
+            a = 1 - g
+            k_run, v_run = a * k, a * v
         else:  # g * state + (1 - g) * input
-            k_run = torch.lerp(k, st.k_run.to(k.dtype), g)
-            v_run = torch.lerp(v, st.v_run.to(v.dtype), g)
-        if self.rope:
-            M, Ms = _rope_matrix(pos // L, d, self.rope_base, x_t.dtype, x_t.device)
-            qr, kr = q @ Ms, k_run @ M
-        else:
-            qr, kr = q * d**-0.5, k_run
+            kp, vp = st.k_run, st.v_run
+            if kp.dtype != dt or vp.dtype != dt:
+                kp, vp = kp.to(dt), vp.to(dt)
+            k_run = torch.lerp(k, kp.reshape(B, J, G, d), g)
+            v_run = torch.lerp(v, vp.reshape(B, J, G, d), g)
+        k_run, v_run = k_run.view(B, H, d), v_run.view(B, H, d)
+        M = self._rope_matrix(pos // L, x_t) if self.rope else None
+        q = qg.view(B, 1, G, 1, d)  # q^ of each group, rotated
+        if M is not None:
+            q = q @ M
         keys, values, valid = st.keys, st.values, st.valid
-        if torch.is_grad_enabled():  # never write in place into tensors autograd may have saved
-            keys = torch.cat([keys[:, :, :n], kr.unsqueeze(2).to(keys.dtype)], dim=2)
-            values = torch.cat([values[:, :, :n], v_run.unsqueeze(2).to(values.dtype)], dim=2)
+        if torch.is_grad_enabled() or keys.dtype != dt or values.dtype != dt:
+            # never write in place into tensors autograd may have saved
+            kr = k_run if M is None else k_run @ M
+            keys = torch.cat([keys[:, :, :n].to(dt), kr.unsqueeze(2)], dim=2)
+            values = torch.cat([values[:, :, :n].to(dt), v_run.unsqueeze(2)], dim=2)
             valid = torch.cat([valid[:, :n], valid.new_ones(B, 1)], dim=1)
         else:
+            fresh = pos % L == 0  # slot n is new: mark it valid (a step's own token is always real)
             if keys.shape[2] <= n:  # grow the buffers (doubling: amortised O(1) per chunk)
                 cap = max(4, 2 * (n + 1))
-                keys = torch.cat([keys[:, :, :n], keys.new_zeros(B, H, cap - n, d)], dim=2)
-                values = torch.cat([values[:, :, :n], values.new_zeros(B, H, cap - n, d)], dim=2)
-                valid = torch.cat([valid[:, :n], valid.new_zeros(B, cap - n)], dim=1)
-            keys[:, :, n] = kr
-            values[:, :, n] = v_run
-            valid[:, n] = True
-        s = (qr.unsqueeze(2) @ keys[:, :, : n + 1].transpose(-1, -2)).to(qr.dtype)  # (B, H, 1, n + 1)
+                keys = torch.cat([keys[:, :, :n], keys.new_empty(B, H, cap - n, d)], dim=2)
+                values = torch.cat([values[:, :, :n], values.new_empty(B, H, cap - n, d)], dim=2)
+                valid = torch.cat([valid[:, :n], valid.new_empty(B, cap - n)], dim=1)
+                fresh = True
+            if M is None:
+                keys.select(2, n).copy_(k_run)
+            else:
+                torch.matmul(k_run, M, out=keys.select(2, n))  # slot n <- R_c k~
+            values.select(2, n).copy_(v_run)
+            if fresh:
+                valid[:, n] = True
+        # heads as (H / G) x G "batch x heads" for the attention: the G group queries broadcast over the
+        # first dim (a view at B = 1, no copy of q per head)
+        BJ = B * J
+        q = q.expand(B, J, G, 1, d).reshape(BJ, G, 1, d)
+        kk = keys.reshape(BJ, G, keys.shape[2], d).narrow(2, 0, n + 1)
+        vv = values.reshape(BJ, G, values.shape[2], d).narrow(2, 0, n + 1)
+        mask = None
         if not st.all_valid:
-            s = s.masked_fill(~valid[:, None, None, : n + 1], float("-inf"))
-        y = (torch.softmax(s, dim=-1) @ values[:, :, : n + 1].to(s.dtype)).view(B, D)
+            mask = valid[:, None, None, None, : n + 1].expand(B, J, 1, 1, n + 1).reshape(BJ, 1, 1, n + 1)
+        y = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)  # (B H/G, G, 1, d)
+        out = F.linear(z.reshape(B, D) * y.reshape(B, D), self.out_proj.weight)
         if pos % L == L - 1:  # the chunk is finished: its slot now holds the summary
             n += 1
-        out = self.out_proj(torch.sigmoid(zl) * y)
-        new = RATState(
-            keys, values, valid, n, k_run, v_run, torch.ones_like(st.run_valid), pos + 1, st.all_valid
-        )
-        return out, new
+        run_valid = self._all_true(B, x_t)  # the chunk now holds a real token
+        return out, RATState(keys, values, valid, n, k_run, v_run, run_valid, pos + 1, st.all_valid)
+
+    def _rope_matrix(self, c: int, like: Tensor) -> Tensor:
+        """M with x @ M = R_c x at chunk index c; cached for the current chunk (asked for L times in a row)."""
+        cached = self._rope_cache
+        if (
+            cached is not None
+            and cached[0] == c
+            and cached[1].dtype == like.dtype
+            and cached[1].device == like.device
+            and cached[2] == self.rope_base
+        ):
+            return cached[1]
+        M = _rope_matrix(c, self.head_dim, self.rope_base, like.dtype, like.device)
+        self._rope_cache = (c, M, self.rope_base)
+        return M
+
+    def _gate_bias_row(self) -> Tensor:
+        """[0 (D), 0 (D), b_g (D), 0 (2 G d)]: in_proj's output plus this has the gate bias added.
+
+        Cached while b_g is unchanged (rebuilt, differentiably, when gradients are enabled)."""
+        bg = self.gate_bias
+        if torch.is_grad_enabled() and bg.requires_grad:
+            return self._bias_row(bg)
+        cached = self._bias_cache
+        # (holding an alias of b_g keeps its memory alive, so an equal data pointer means the same tensor)
+        if cached is None or cached[0].data_ptr() != bg.data_ptr() or cached[1] != bg._version:
+            cached = self._bias_cache = (bg.detach(), bg._version, self._bias_row(bg))
+        return cached[2]
+
+    def _bias_row(self, bg: Tensor) -> Tensor:
+        D, Gd = self.d_model, self.n_groups * self.head_dim
+        return torch.cat([bg.new_zeros(2 * D), bg, bg.new_zeros(2 * Gd)])
+
+    def _all_true(self, B: int, like: Tensor) -> Tensor:
+        """A (B,) True tensor, made once per batch size (decoding would otherwise build one per token)."""
+        t = self._true.get(B)
+        if t is None or t.device != like.device:
+            t = self._true[B] = torch.ones(B, dtype=torch.bool, device=like.device)
+        return t
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, chunk_size={self.chunk_size}, n_groups={self.n_groups}, rope={self.rope}"
