@@ -8,13 +8,36 @@ from torch import Tensor
 from .chunked import chunked_scan
 from .reference import sequential_scan
 
-METHODS = ("auto", "sequential", "chunked")
+METHODS = ("auto", "sequential", "chunked", "compiled")
 
 _REAL = (torch.float32, torch.float64)
 _LOW = (torch.bfloat16, torch.float16)
 _COMPLEX = (torch.complex64, torch.complex128)
 # Below this length the Python loop of the reference is already as fast as the chunked form.
 _AUTO_MIN_T = 32
+# From this length "auto" runs the compiled kernel on CPU tensors when numba is installed.
+_AUTO_COMPILED_MIN_T = 8
+_INSTALL_HINT = "pip install 'recurrences[fast]'"
+_compiled_state: dict[str, object] = {}  # "module": recurrences.scan.compiled, or "error": its ImportError
+
+
+def _compiled(required: bool):
+    """The compiled-kernel module, imported on first use (importing it imports numba, which importing
+    recurrences must not). None when numba is missing and ``required`` is False; ImportError naming the
+    install extra when it is required."""
+    if not _compiled_state:
+        try:
+            from . import compiled
+        except Exception as err:  # ImportError, or a numba that fails to load: "auto" falls back
+            _compiled_state["error"] = err
+        else:
+            _compiled_state["module"] = compiled
+    if "error" in _compiled_state and required:
+        err = _compiled_state["error"]
+        raise ImportError(
+            f"linear_scan: method='compiled' needs numba; install it with {_INSTALL_HINT} ({err})"
+        ) from err
+    return _compiled_state.get("module")
 
 
 def all_finite(x: Tensor) -> bool:
@@ -61,7 +84,10 @@ def linear_scan(
             (packed sequences, chunk boundaries). The link between t-1 and t is cut: forwards h_t = b_t,
             backwards h_{t-1} = b_{t-1}. Forwards, a reset at t = 0 drops ``initial``; backwards
             ``initial`` always enters at T-1 (no position starts after the end).
-        method: "sequential" (the reference loop), "chunked" (two-level parallel form), or "auto".
+        method: "sequential" (the reference loop), "chunked" (two-level parallel form), "compiled" (numba
+            CPU kernel, one pass over time; needs ``pip install 'recurrences[fast]'``), or "auto": compiled
+            for CPU tensors with T >= 8 when numba is installed, else the loop below T = 32 and the
+            chunked form from there.
         chunk_size: chunk length of the chunked form (default ~sqrt(T)).
         check_finite: raise on NaN/inf in a, b or initial (they would poison every later state).
 
@@ -88,6 +114,11 @@ def linear_scan(
         )
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"linear_scan: chunk_size must be a positive int, got {chunk_size!r}")
+    if method == "compiled" and b.device.type != "cpu":
+        raise ValueError(
+            f"linear_scan: method='compiled' runs on CPU tensors only, got b on {b.device}; "
+            "use method='chunked' (or 'auto') on this device"
+        )
 
     out_dtype = torch.promote_types(a.dtype, b.dtype)
     if initial is not None:
@@ -104,7 +135,9 @@ def linear_scan(
                     f"linear_scan: {name} contains NaN or inf; it would poison every later state"
                 )
 
-    a = a.to(work).expand(shape)
+    # a keeps its own (broadcast) shape, padded to b's number of dims; only the compiled kernel reads it
+    # as it is, the other methods get it expanded below
+    a = a.to(work).reshape(*([1] * (b.dim() - a.dim())), *a.shape)
     b = b.to(work)
     if reset is not None:
         if not isinstance(reset, Tensor) or reset.dtype != torch.bool:
@@ -115,7 +148,8 @@ def linear_scan(
                 if reset.dim() < b.dim()
                 else reset
             )
-            r = r.expand(shape)
+            r.expand(shape)  # only checks that reset broadcasts to b; r itself stays small
+            r = r.expand(r.shape[0], T, *r.shape[2:])
         except RuntimeError:
             raise ValueError(
                 f"linear_scan: reset of shape {tuple(reset.shape)} does not match b of shape {tuple(b.shape)}"
@@ -136,10 +170,17 @@ def linear_scan(
     if T == 0:
         last = torch.zeros(B, *S, dtype=work, device=b.device) if initial is None else initial.reshape(B, *S)
         return b.to(out_dtype).clone(), last.to(out_dtype)
-    a3 = a.reshape(B, T, -1)
-    b3 = b.reshape(B, T, -1)
     if method == "auto":
-        method = "sequential" if T < _AUTO_MIN_T else "chunked"
+        if b.device.type == "cpu" and T >= _AUTO_COMPILED_MIN_T and _compiled(required=False) is not None:
+            method = "compiled"
+        else:
+            method = "sequential" if T < _AUTO_MIN_T else "chunked"
+    if method == "compiled":
+        h = _compiled(required=True).compiled_scan(a, b, initial, reverse)
+        last = h[:, 0] if reverse else h[:, -1]
+        return h.to(out_dtype), last.to(out_dtype)
+    a3 = a.expand(shape).reshape(B, T, -1)
+    b3 = b.reshape(B, T, -1)
     if method == "sequential":
         if reverse:
             h, _ = sequential_scan(a3.flip(1), b3.flip(1), initial)

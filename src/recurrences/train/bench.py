@@ -421,10 +421,14 @@ def bench_mixers(
 
 
 def scan_methods() -> list[str]:
-    """The explicit methods of :func:`recurrences.scan.linear_scan` ("auto" excluded)."""
+    """The explicit methods of :func:`recurrences.scan.linear_scan` ("auto" excluded; "compiled" only when
+    numba is installed, ``pip install 'recurrences[fast]'``)."""
+    import importlib.util
+
     from recurrences.scan import METHODS
 
-    return [m for m in METHODS if m != "auto"]
+    have_numba = importlib.util.find_spec("numba") is not None
+    return [m for m in METHODS if m != "auto" and (m != "compiled" or have_numba)]
 
 
 def bench_scan(
@@ -473,10 +477,10 @@ def bench_scan(
         ag = a.clone().requires_grad_(True)
         bg = b.clone().requires_grad_(True)
 
-        def both():
+        def both():  # the scan and its backward alone: dL/dh = gh is fed in, no loss is computed
             ag.grad = bg.grad = None
             h, _ = linear_scan(ag, bg, method=method, check_finite=False)
-            (h * gh).sum().backward()
+            h.backward(gh)
 
         return both
 
