@@ -157,6 +157,71 @@ def _decay_grad_kernel(
                             da[udo + k] += lam[uo + k] * src[upo + k].conjugate()
 
 
+@njit(**_KERNEL_OPTIONS)
+def _adjoint_full_kernel(
+    a, g, h, h0, lam, da, T, N, M, Q, i0, i1, p0, p1, q0, q1, reverse
+):  # pragma: no cover
+    """The whole backward in one pass for a decay of b's full shape (no broadcast), fused:
+
+        lam_t = g_t + conj(a_{t+1}) lam_{t+1},   dL/da_t = lam_t conj(h_{t-1})   (h_{-1} = h0, or 0)
+
+    run backwards in time (reverse scan: lam_t = g_t + conj(a_{t-1}) lam_{t-1}, dL/da_t = lam_t conj(h_{t+1}),
+    forwards in time). It reads g, a and h once and writes lam and dL/da once: one pass fewer over memory
+    than the scan kernel followed by the decay-gradient kernel. Channels run in the time direction's order
+    (all addresses decrease when time does)."""
+    has_h0 = h0.size > 0
+    L = uint64(q1 - q0)
+    last = L - uint64(1)
+    back = not reverse  # the adjoint of a forward scan runs backwards in time
+    step = N if back else -N  # from lam_{t'} (the later step in adjoint order) to lam_t
+    for i in range(i0, i1):
+        for s in range(T):
+            t = T - 1 - s if back else s
+            first_state = t == (0 if back else T - 1)  # h entering t is h0 (or nothing)
+            for pj in range(p1 - p0):
+                p = p1 - 1 - pj if back else p0 + pj
+                for mj in range(M):
+                    m = M - 1 - mj if back else mj
+                    n = (p * M + m) * Q + q0
+                    o = (i * T + t) * N + n
+                    uo = uint64(o)
+                    if s > 0:
+                        # lam_t = g_t + conj(a_prev) lam_prev, with prev the step before in adjoint order
+                        uq = uint64(o + step)
+                        if back:
+                            uo, uq = uo + last, uq + last
+                            for k in range(L):
+                                lam[uo - k] = g[uo - k] + a[uq - k].conjugate() * lam[uq - k]
+                        else:
+                            for k in range(L):
+                                lam[uo + k] = g[uo + k] + a[uq + k].conjugate() * lam[uq + k]
+                    elif back:
+                        uo = uo + last
+                        for k in range(L):
+                            lam[uo - k] = g[uo - k]
+                    else:
+                        for k in range(L):
+                            lam[uo + k] = g[uo + k]
+                    uo = uint64(o)
+                    if first_state:
+                        if has_h0:
+                            uh = uint64(i * N + n)
+                            for k in range(L):
+                                da[uo + k] = lam[uo + k] * h0[uh + k].conjugate()
+                        else:
+                            for k in range(L):
+                                da[uo + k] = 0
+                    else:
+                        uh = uint64(o - (N if back else -N))  # the state entering t
+                        if back:
+                            uo, uh = uo + last, uh + last
+                            for k in range(L):
+                                da[uo - k] = lam[uo - k] * h[uh - k].conjugate()
+                        else:
+                            for k in range(L):
+                                da[uo + k] = lam[uo + k] * h[uh + k].conjugate()
+
+
 # -- layout: merge the state dims of b and a into (P, M, Q) ---------------------------------------------
 class _Layout:
     """How b (B, T, *S) and a broadcast decay (Ba, Ta, *Sa) map onto the kernels' (B, T, P, M, Q) view.
@@ -371,15 +436,19 @@ class _CompiledScan(torch.autograd.Function):
         lay, reverse = ctx.lay, ctx.reverse
         need_a, need_b, need_h0 = ctx.needs_input_grad[:3]
         B, T, N = lay.B, lay.T, lay.N
-        # the adjoint: lam_t = g_t + conj(a_{t+1}) lam_{t+1} (reverse: conj(a_{t-1}) lam_{t-1}), the scan
-        # kernel run the other way; a complex decay is conjugated into a temporary of a's (broadcast) size
-        ac = _np(a_flat.conj()) if a_flat.is_complex() else _np(a_flat)
-        lam = _empty((B, T, N), h.dtype)
-        _scan(ac, -1 if reverse else 1, _np(grad_h.reshape(B, T, N)), None, lam, lay, not reverse)
-        del ac
         grad_a = grad_h0 = None
-        if need_a:
-            grad_a = _decay_grad(lam, h, initial, lay, reverse).reshape(a_flat.shape)
+        if need_a and lay.full:  # the common case: one fused pass gives lam and dL/da
+            lam, grad_a = _adjoint_full(a_flat, grad_h, h, initial, lay, reverse)
+            grad_a = grad_a.reshape(a_flat.shape)
+        else:
+            # the adjoint: lam_t = g_t + conj(a_{t+1}) lam_{t+1} (reverse: conj(a_{t-1}) lam_{t-1}), the scan
+            # kernel run the other way; a complex decay is conjugated into a temporary of a's (broadcast) size
+            ac = _np(a_flat.conj()) if a_flat.is_complex() else _np(a_flat)
+            lam = _empty((B, T, N), h.dtype)
+            _scan(ac, -1 if reverse else 1, _np(grad_h.reshape(B, T, N)), None, lam, lay, not reverse)
+            del ac
+            if need_a:
+                grad_a = _decay_grad(lam, h, initial, lay, reverse).reshape(a_flat.shape)
         if need_h0 and initial is not None:
             # dL/dh_init = conj(a at the first step) lam at the first step
             first = T - 1 if reverse else 0
@@ -387,6 +456,27 @@ class _CompiledScan(torch.autograd.Function):
             a_first = a5[:, first if lay.ashape[1] > 1 else 0].expand(B, lay.P, lay.M, lay.Q).reshape(B, N)
             grad_h0 = (a_first.conj() * lam[:, first]).reshape(initial.shape)
         return grad_a, (lam.reshape(ctx.b_shape) if need_b else None), grad_h0, None, None
+
+
+def _adjoint_full(
+    a_flat: Tensor, grad_h: Tensor, h: Tensor, initial: Tensor | None, lay: _Layout, reverse: bool
+) -> tuple[Tensor, Tensor]:
+    """(lam = dL/db, dL/da) in one fused pass, for a decay of b's full shape."""
+    B, T, N = lay.B, lay.T, lay.N
+    lam = _empty((B, T, N), h.dtype)
+    da = _empty((B * T * N,), h.dtype)
+    a_np, g_np = _np(a_flat).reshape(-1), _np(grad_h.reshape(B, T, N)).reshape(-1)
+    h0 = _no_rows(h.dtype) if initial is None else _np(initial).reshape(-1)
+    lam_np, h_np, da_np = lam.numpy().reshape(-1), h.numpy().reshape(-1), da.numpy()
+
+    def call(slot: int, item: tuple[int, ...]) -> None:
+        i0, i1, p0, p1, q0, q1 = item
+        _adjoint_full_kernel(
+            a_np, g_np, h_np, h0, lam_np, da_np, T, N, lay.M, lay.Q, i0, i1, p0, p1, q0, q1, reverse
+        )
+
+    _run(_work_items(lay, torch.get_num_threads()), call)
+    return lam, da
 
 
 def _decay_grad(lam: Tensor, h: Tensor, initial: Tensor | None, lay: _Layout, reverse: bool) -> Tensor:
