@@ -319,3 +319,11 @@ def test_select_needs_validation_splits():
         train(mc, task, _tc(steps=2, select="best_val"), progress=False)
     with pytest.raises(ValueError, match="select"):
         _tc(select="best")
+
+
+def test_numeric_fields_are_stored_as_floats_and_round_trip():
+    tc = TrainConfig(lr=1, weight_decay=0, min_lr_ratio=0, grad_clip=1, early_stop=1, select="best_val")
+    assert all(isinstance(v, float) for v in (tc.lr, tc.weight_decay, tc.min_lr_ratio, tc.grad_clip))
+    assert isinstance(tc.early_stop, float)
+    assert TrainConfig.from_dict(tc.to_dict()) == tc
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()

@@ -141,6 +141,12 @@ class TrainConfig(ConfigMixin):
         _check_int("threads", self.threads, minimum=1, allow_none=True)
         if self.select not in SELECT_MODES:
             raise ValueError(f"TrainConfig.select must be one of {SELECT_MODES}, got {self.select!r}")
+        self.lr = float(self.lr)
+        self.weight_decay = float(self.weight_decay)
+        self.min_lr_ratio = float(self.min_lr_ratio)
+        self.grad_clip = float(self.grad_clip)
+        if self.early_stop is not None:
+            self.early_stop = float(self.early_stop)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict; ``select`` only when not "last", so runs keyed before it existed keep
@@ -149,12 +155,6 @@ class TrainConfig(ConfigMixin):
         if d.get("select") == "last":
             del d["select"]
         return d
-        self.lr = float(self.lr)
-        self.weight_decay = float(self.weight_decay)
-        self.min_lr_ratio = float(self.min_lr_ratio)
-        self.grad_clip = float(self.grad_clip)
-        if self.early_stop is not None:
-            self.early_stop = float(self.early_stop)
 
 
 SELECT_MODES = ("last", "best_val")
@@ -298,23 +298,23 @@ def evaluate(
     return out
 
 
-def headline_score(results: dict[str, float], task: Task) -> float:
-    splits = list(task.score_splits)
-    missing = [s for s in splits if s not in results]
+def _mean_over(results: dict[str, float], splits: list[str], kind: str, task: Task) -> float:
+    missing = [s for s in splits if s not in results] if splits else ["(none)"]
     if missing:
         raise KeyError(
-            f"task {task.name!r}: score splits {missing} were not evaluated (eval splits: {list(results)})"
+            f"task {task.name!r}: {kind} splits {missing} were not evaluated (eval splits: {list(results)})"
         )
     return float(sum(results[s] for s in splits) / len(splits))
 
 
+def headline_score(results: dict[str, float], task: Task) -> float:
+    """Mean of the metric over ``task.score_splits`` (a run's headline score)."""
+    return _mean_over(results, list(task.score_splits), "score", task)
+
+
 def validation_score(results: dict[str, float], task: Task) -> float:
     """Mean of the metric over ``task.val_splits`` (what ``select="best_val"`` ranks evaluations by)."""
-    splits = list(task.val_splits)
-    missing = [s for s in splits if s not in results]
-    if not splits or missing:
-        raise KeyError(f"task {task.name!r}: validation splits {missing or splits} were not evaluated")
-    return float(sum(results[s] for s in splits) / len(splits))
+    return _mean_over(results, list(task.val_splits), "validation", task)
 
 
 def _reached(score: float, target: float | None, higher_is_better: bool) -> bool:
