@@ -347,3 +347,8 @@ def test_validation_splits_are_independent_of_the_test_buckets():
     assert task.split_length("val_009_016") is None and task.split_length("len_009_016") == 12
     with pytest.raises(ValueError, match="val_examples"):
         create_task("parity", val_examples=-2)
+
+
+def test_curriculum_start_without_curriculum_is_refused():
+    with pytest.raises(ValueError, match="curriculum_steps"):
+        create_task("parity", curriculum_start=5)

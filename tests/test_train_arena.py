@@ -350,3 +350,20 @@ def test_jobs_pool_runs_cells_in_workers(tmp_path):
     assert not res.failed and sorted(res.keys) == sorted(cell_key(c) for c in cells)
     assert all(RunStore(tmp_path / "db.sqlite").get(k).status == "finished" for k in res.keys)
     assert torch.get_num_threads() >= 1
+
+
+def test_best_val_without_validation_splits_is_refused_before_anything_runs():
+    cfg = parse_config(
+        tiny_config(train={"steps": 2, "select": "best_val"}, tasks=[{"name": "parity"}]), source="sel.toml"
+    )
+    with pytest.raises(
+        ArenaConfigError, match=r"sel.toml: task 'parity': train.select = 'best_val'.*val_examples"
+    ):
+        plan(cfg)
+    ok = parse_config(
+        tiny_config(
+            train={"steps": 2, "select": "best_val"},
+            tasks=[{"name": "parity", "options": {"val_examples": 4}}],
+        )
+    )
+    assert plan(ok)

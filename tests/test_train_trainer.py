@@ -327,3 +327,12 @@ def test_numeric_fields_are_stored_as_floats_and_round_trip():
     assert isinstance(tc.early_stop, float)
     assert TrainConfig.from_dict(tc.to_dict()) == tc
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+def test_unavailable_or_malformed_devices_are_clear_errors():
+    task, mc = _setup("classify")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            train(mc, task, _tc(steps=1), progress=False, device="cuda")
+    with pytest.raises(ValueError, match="not a torch device"):
+        train(mc, task, _tc(steps=1), progress=False, device="gpu")

@@ -292,6 +292,8 @@ class LengthTask(Task):
         self.batch_lengths = check_choice("batch_lengths", batch_lengths, ("batch", "example"))
         self.curriculum_steps = check_int("curriculum_steps", curriculum_steps, minimum=0)
         lo, hi = self.train_lengths
+        if curriculum_start is not None and not self.curriculum_steps:
+            raise ValueError("option 'curriculum_start' needs 'curriculum_steps' > 0 (the curriculum is off)")
         if curriculum_start is None:
             curriculum_start = min(hi, lo + 7)
         self.curriculum_start = check_int("curriculum_start", curriculum_start, minimum=lo, maximum=hi)

@@ -440,6 +440,12 @@ def plan(
             raise ArenaConfigError(
                 f"{config.source}: task {entry.label!r}: bad train settings: {e}"
             ) from None
+        if train_cfg.select == "best_val" and not list(task.val_splits):
+            raise ArenaConfigError(
+                f"{config.source}: task {entry.label!r}: train.select = 'best_val' needs validation splits, "
+                f"and task {entry.name!r} with these options has none (for the length-generalisation tasks "
+                "add the option val_examples > 0)"
+            )
         sizes = {**config.model, **entry.model}
         for name in names:
             # per-mixer options, keyed by mixer name (ModelConfig routes each entry to its layers)

@@ -332,7 +332,16 @@ def _autocast(device: torch.device, enabled: bool):
 def _pick_device(device: str | torch.device | None, ctx_local_rank: int) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(
+            f"train: device {device!r} is not a torch device (e.g. 'cpu', 'cuda:0'): {e}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"train: device {str(device)!r} requested, but CUDA is not available on this machine"
+        )
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", ctx_local_rank % max(1, torch.cuda.device_count()))
     return device
