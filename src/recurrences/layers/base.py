@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from recurrences._registry import load_package_modules, unknown_name
+from recurrences._registry import bad_options, load_package_modules, unknown_name
 from recurrences.scan import all_finite
 
 __all__ = [
@@ -256,4 +256,4 @@ def create_mixer(name: str, d_model: int, n_heads: int = 1, **options: Any) -> M
     try:
         return spec.factory(d_model=d_model, n_heads=n_heads, **kwargs)
     except TypeError as e:
-        raise TypeError(f"create_mixer({name!r}): bad options {sorted(options)}: {e}") from e
+        raise bad_options("mixer", name, spec.factory, options, e) from e

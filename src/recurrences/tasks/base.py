@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recurrences._registry import load_package_modules, unknown_name
+from recurrences._registry import bad_options, load_package_modules, unknown_name
 
 IGNORE_INDEX = -100
 
@@ -156,7 +156,7 @@ def create_task(name: str, **options: Any) -> Task:
     try:
         return spec.factory(**{**spec.defaults, **options})
     except TypeError as e:
-        raise TypeError(f"create_task({name!r}): bad options {sorted(options)}: {e}") from e
+        raise bad_options("task", name, spec.factory, options, e) from e
 
 
 def generator(seed: int, *salt: int) -> torch.Generator:
