@@ -152,3 +152,18 @@ def test_report_cli_rerenders_from_the_store_alone(db, tmp_path, capsys):
     assert "0.8000 ± 0.1000" in (db.parent / "report.md").read_text()
     assert main(["report", "--db", str(tmp_path / "nope.sqlite")]) == 2
     assert "no run store" in capsys.readouterr().err
+
+
+def test_model_selection_is_stated_in_the_report(tmp_path):
+    store = RunStore(tmp_path / "sel.sqlite")
+    add_run(store, "plain", "alpha", "_toy", TOY, 0, 0.5)
+    store.upsert_pending("sel", _model("beta"), "_toy", TOY, {**TRAIN, "seed": 0, "select": "best_val"}, 0)
+    store.mark_running("sel")
+    store.finish("sel", {"n_params": 1, "score": 0.7, "final": {"short": 0.7, "long": 0.7}, "steps_done": 10})
+    [board] = leaderboard(tmp_path / "sel.sqlite")
+    assert board.selected_on_validation
+    assert 'Model selection (`select = "best_val"`)' in render_markdown([board], title="T")
+    plain = RunStore(tmp_path / "plain.sqlite")
+    add_run(plain, "p", "alpha", "_toy", TOY, 0, 0.5)
+    [board] = leaderboard(tmp_path / "plain.sqlite")
+    assert not board.selected_on_validation and "Model selection" not in render_markdown([board], title="T")

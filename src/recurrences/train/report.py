@@ -103,6 +103,7 @@ class TaskBoard:
     split_lengths: dict[str, int]
     rows: list[Row]
     unfinished: list[RunView]
+    selected_on_validation: bool = False  # some run reports its best-on-validation evaluation
 
 
 # -- reading the store ----------------------------------------------------------------------------
@@ -321,6 +322,7 @@ def leaderboard(
                 split_lengths=info[2] if info else {},
                 rows=rows,
                 unfinished=[r for r in group if r not in finished],
+                selected_on_validation=any(r.train.get("select") == "best_val" for r in finished),
             )
         )
     return boards
@@ -401,6 +403,11 @@ def render_markdown(
         ]
         if b.score_splits:
             out += [f"Scored splits: {', '.join(f'`{s}`' for s in b.score_splits)}."]
+        if b.selected_on_validation:
+            out += [
+                'Model selection (`select = "best_val"`): each run reports its evaluation that was best on '
+                "the task's validation splits, not its last one."
+            ]
         out += ["", "| # | model | score | seeds | params | seconds |", "|---:|---|---:|---:|---:|---:|"]
         for r in b.rows:
             secs = f"{r.seconds:.1f}" if r.seconds is not None else "?"
@@ -562,6 +569,7 @@ def write_report(
                 "higher_is_better": b.higher_is_better,
                 "score_splits": b.score_splits,
                 "split_lengths": b.split_lengths,
+                "selected_on_validation": b.selected_on_validation,
                 "rows": [asdict(r) for r in b.rows],
                 "unfinished": [
                     {"key": u.key, "mixer": u.mixer, "seed": u.seed, "status": u.status, "error": u.error}
