@@ -177,18 +177,17 @@ def linear_scan(
             method = "sequential" if T < _AUTO_MIN_T else "chunked"
     if method == "compiled":
         h = _compiled(required=True).compiled_scan(a, b, initial, reverse)
-        last = h[:, 0] if reverse else h[:, -1]
-        return h.to(out_dtype), last.to(out_dtype)
-    a3 = a.expand(shape).reshape(B, T, -1)
-    b3 = b.reshape(B, T, -1)
-    if method == "sequential":
-        if reverse:
-            h, _ = sequential_scan(a3.flip(1), b3.flip(1), initial)
-            h = h.flip(1)
-        else:
-            h, _ = sequential_scan(a3, b3, initial)
     else:
-        h = chunked_scan(a3, b3, initial, chunk_size, reverse)
-    h = h.reshape(B, T, *S)
+        a3 = a.expand(shape).reshape(B, T, -1)
+        b3 = b.reshape(B, T, -1)
+        if method == "sequential":
+            if reverse:
+                h, _ = sequential_scan(a3.flip(1), b3.flip(1), initial)
+                h = h.flip(1)
+            else:
+                h, _ = sequential_scan(a3, b3, initial)
+        else:
+            h = chunked_scan(a3, b3, initial, chunk_size, reverse)
+        h = h.reshape(B, T, *S)
     last = h[:, 0] if reverse else h[:, -1]
     return h.to(out_dtype), last.to(out_dtype)

@@ -388,9 +388,12 @@ def _np(x: Tensor) -> np.ndarray:
     return x.detach().resolve_conj().resolve_neg().contiguous().numpy()
 
 
-def _no_rows(dtype: torch.dtype) -> np.ndarray:
-    """Stands in for a missing initial state (no rows): the kernels' argument types stay the same."""
-    return np.zeros(0, dtype=torch.empty((), dtype=dtype).numpy().dtype)
+def _initial_rows(initial: Tensor | None, dtype: torch.dtype) -> np.ndarray:
+    """The initial state as the kernels take it: flat, or, for none, an empty array of the same dtype (no
+    rows), so the kernels' argument types stay the same."""
+    if initial is None:
+        return np.zeros(0, dtype=torch.empty((), dtype=dtype).numpy().dtype)
+    return _np(initial).reshape(-1)
 
 
 def _flat_a(a: Tensor, lay: _Layout) -> Tensor:
@@ -408,7 +411,7 @@ def _forward(a_flat: Tensor, b: Tensor, initial: Tensor | None, lay: _Layout, re
 
 def _scan(a_np: np.ndarray, shift: int, b_np: np.ndarray, initial, h: Tensor, lay: _Layout, reverse: bool):
     h_np = h.numpy().reshape(-1)
-    h0 = _no_rows(h.dtype) if initial is None else _np(initial).reshape(-1)
+    h0 = _initial_rows(initial, h.dtype)
     zero = np.zeros(max(lay.Q, 1), dtype=h_np.dtype)  # the state before the first step without h0
 
     def call(slot: int, item: tuple[int, ...]) -> None:
@@ -466,7 +469,7 @@ def _adjoint_full(
     lam = _empty((B, T, N), h.dtype)
     da = _empty((B * T * N,), h.dtype)
     a_np, g_np = _np(a_flat).reshape(-1), _np(grad_h.reshape(B, T, N)).reshape(-1)
-    h0 = _no_rows(h.dtype) if initial is None else _np(initial).reshape(-1)
+    h0 = _initial_rows(initial, h.dtype)
     lam_np, h_np, da_np = lam.numpy().reshape(-1), h.numpy().reshape(-1), da.numpy()
 
     def call(slot: int, item: tuple[int, ...]) -> None:
@@ -492,7 +495,7 @@ def _decay_grad(lam: Tensor, h: Tensor, initial: Tensor | None, lay: _Layout, re
         shape = (len(groups) if shared else B, *lay.ashape[1:])
         accumulate, sd, da = True, _strides(shape), torch.zeros(int(np.prod(shape)), dtype=h.dtype)
         sd[0] = int(np.prod(shape[1:]))
-    h0 = _no_rows(h.dtype) if initial is None else _np(initial).reshape(-1)
+    h0 = _initial_rows(initial, h.dtype)
     lam_np, h_np, da_np = lam.numpy().reshape(-1), h.numpy().reshape(-1), da.numpy()
 
     def call(slot: int, item: tuple[int, ...]) -> None:
