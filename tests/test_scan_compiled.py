@@ -11,6 +11,7 @@ import torch
 
 pytest.importorskip("numba")
 
+from recurrences import _optional  # noqa: E402
 from recurrences.scan import api, linear_scan  # noqa: E402
 from recurrences.scan import compiled as compiled_mod  # noqa: E402
 from recurrences.scan.reference import sequential_scan  # noqa: E402
@@ -286,7 +287,7 @@ def test_without_numba(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
     monkeypatch.delitem(sys.modules, "recurrences.scan.compiled")
     monkeypatch.delattr(sys.modules["recurrences.scan"], "compiled")
-    monkeypatch.setattr(api, "_compiled_state", {})
+    monkeypatch.setattr(_optional, "_cache", {})
     a, b = torch.rand(2, 50, 3, dtype=torch.float64), torch.randn(2, 50, 3, dtype=torch.float64)
     with pytest.raises(ImportError, match=r"pip install 'recurrences\[fast\]'"):
         linear_scan(a, b, method="compiled")

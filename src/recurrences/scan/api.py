@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._optional import optional_import
 from .chunked import chunked_scan
 from .reference import sequential_scan
 
@@ -18,26 +19,20 @@ _AUTO_MIN_T = 32
 # From this length "auto" runs the compiled kernel on CPU tensors when numba is installed.
 _AUTO_COMPILED_MIN_T = 8
 _INSTALL_HINT = "pip install 'recurrences[fast]'"
-_compiled_state: dict[str, object] = {}  # "module": recurrences.scan.compiled, or "error": its ImportError
 
 
 def _compiled(required: bool):
     """The compiled-kernel module, imported on first use (importing it imports numba, which importing
     recurrences must not). None when numba is missing and ``required`` is False; ImportError naming the
     install extra when it is required."""
-    if not _compiled_state:
-        try:
-            from . import compiled
-        except Exception as err:  # ImportError, or a numba that fails to load: "auto" falls back
-            _compiled_state["error"] = err
-        else:
-            _compiled_state["module"] = compiled
-    if "error" in _compiled_state and required:
-        err = _compiled_state["error"]
+    mod = optional_import("recurrences.scan.compiled")
+    if not isinstance(mod, Exception):
+        return mod
+    if required:
         raise ImportError(
-            f"linear_scan: method='compiled' needs numba; install it with {_INSTALL_HINT} ({err})"
-        ) from err
-    return _compiled_state.get("module")
+            f"linear_scan: method='compiled' needs numba; install it with {_INSTALL_HINT} ({mod})"
+        ) from mod
+    return None
 
 
 def all_finite(x: Tensor) -> bool:
