@@ -19,6 +19,18 @@ from recurrences.layers.rat import RAT, RATState, chunk_attention
 D, H = 16, 4
 F64 = torch.float64
 
+try:
+    import numba  # noqa: F401
+
+    HAVE_NUMBA = True
+except ImportError:
+    HAVE_NUMBA = False
+# the two step() implementations; "compiled" (the numba kernel) needs the [fast] extra
+STEP_METHODS = [
+    "eager",
+    pytest.param("compiled", marks=pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")),
+]
+
 
 def make(L: int = 4, seed: int = 0, **kw) -> RAT:
     torch.manual_seed(seed)
@@ -227,9 +239,10 @@ def test_chunk_attention_gradcheck_and_blocks(monkeypatch):
 
 
 # -- generation ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("step_method", STEP_METHODS)
 @pytest.mark.parametrize("form", ["reference", "parallel"])
-def test_step_by_step_equals_forward(form):
-    m = make(4)
+def test_step_by_step_equals_forward(form, step_method):
+    m = make(4, step_method=step_method)
     T = 27
     x = data(2, T)
     with torch.no_grad():
@@ -245,11 +258,12 @@ def test_step_by_step_equals_forward(form):
     assert s.cache_numel() == 2 * 2 * H * (D // H) * (T // 4 + 1)  # one key/value per chunk + running state
 
 
+@pytest.mark.parametrize("step_method", STEP_METHODS)
 @pytest.mark.parametrize("form", ["reference", "parallel"])
 @pytest.mark.parametrize("cuts", [(5, 11), (8, 12), (4, 5), (1, 2)])
-def test_prefill_then_step_equals_forward(form, cuts):
+def test_prefill_then_step_equals_forward(form, cuts, step_method):
     """Prompts ending inside a chunk and exactly at a chunk boundary (L = 4)."""
-    m = make(4)
+    m = make(4, step_method=step_method)
     T = 22
     x = data(2, T)
     a, b = cuts
@@ -265,8 +279,9 @@ def test_prefill_then_step_equals_forward(form, cuts):
     torch.testing.assert_close(torch.cat(outs, 1), y, rtol=1e-9, atol=1e-11)
 
 
-def test_padded_prefill_then_step():
-    m = make(3)
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_padded_prefill_then_step(step_method):
+    m = make(3, step_method=step_method)
     T, P = 20, 13
     x = data(3, T)
     mask = torch.ones(3, T, dtype=torch.bool)
@@ -299,8 +314,9 @@ def test_right_padding_never_changes_real_outputs():
         assert bool((y[~mask] == 0).all())
 
 
-def test_state_clone_allows_branching():
-    m = make(2)
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_state_clone_allows_branching(step_method):
+    m = make(2, step_method=step_method)
     x = data(1, 9)
     with torch.no_grad():
         _, s = m(x[:, :5], return_state=True)
@@ -332,10 +348,11 @@ def test_float32_forms_agree_and_step_under_autograd():
     torch.testing.assert_close(torch.stack(outs, 1), ys["parallel"][:, :8], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("step_method", STEP_METHODS)
 @pytest.mark.parametrize("n_groups,rope", [(1, True), (2, False), (4, True)])
-def test_long_decoding_equals_forward(n_groups, rope):
+def test_long_decoding_equals_forward(n_groups, rope, step_method):
     """Many in-place steps (the chunk buffers grow several times), other group counts, RoPE off, B = 3."""
-    m = make(2, n_groups=n_groups, rope=rope)
+    m = make(2, n_groups=n_groups, rope=rope, step_method=step_method)
     T, P = 45, 3
     x = data(3, T, seed=7)
     with torch.no_grad():
@@ -350,9 +367,10 @@ def test_long_decoding_equals_forward(n_groups, rope):
     assert s.n_chunks == T // 2 and len(bufs) <= 5  # capacity doubling: few reallocations
 
 
-def test_step_follows_parameter_updates():
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_step_follows_parameter_updates(step_method):
     """step() caches the gate-bias row and the RoPE matrix; changing the parameters must not be missed."""
-    m = make(4)
+    m = make(4, step_method=step_method)
     x = data(2, 9)
     with torch.no_grad():
         s = m.init_state(2)
@@ -383,8 +401,9 @@ def test_low_precision_step_is_close_to_forward():
     torch.testing.assert_close(torch.stack(outs, 1).float(), y.float(), rtol=0.05, atol=2e-3)
 
 
-def test_no_grad_steps_after_a_prefill_with_gradients_keep_backward_valid():
-    m = make(3)
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_no_grad_steps_after_a_prefill_with_gradients_keep_backward_valid(step_method):
+    m = make(3, step_method=step_method)
     x = data(2, 14)
     y_full = m(x).detach()
     y0, s = m(x[:, :7], return_state=True)  # prefill with gradients: the state is part of the graph
@@ -412,6 +431,112 @@ def test_step_rejects_bad_tokens():
         m.step(data(2, 1)[:, 0, :-1], s)
     with pytest.raises(TypeError, match="floating"):
         m.step(torch.ones(2, D, dtype=torch.long), s)
+
+
+# -- the compiled step ------------------------------------------------------------------------------------
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("L,n_groups,rope", [(1, 2, True), (3, 1, True), (5, 4, False), (16, 2, True)])
+def test_compiled_step_equals_eager_step(dtype, L, n_groups, rope):
+    """Every output and every field of the state, step after step, across chunk ends and buffer growth."""
+    m = make(L, n_groups=n_groups, rope=rope).to(dtype)
+    T = 40
+    x = data(2, T, seed=3).to(dtype)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == F64 else {"rtol": 2e-5, "atol": 2e-6}
+    with torch.no_grad():
+        m.step_method = "eager"
+        _, se = m(x[:, :6], return_state=True)
+        sc = se.clone()
+        for t in range(6, T):
+            m.step_method = "eager"
+            ye, se = m.step(x[:, t], se)
+            m.step_method = "compiled"
+            yc, sc = m.step(x[:, t], sc)
+            torch.testing.assert_close(yc, ye, **tol)
+            assert (sc.n_chunks, sc.pos, sc.all_valid) == (se.n_chunks, se.pos, se.all_valid)
+            # the finished chunks, and the open chunk's slot while one is open (the rest is scratch space;
+            # the buffers' capacities may differ)
+            n = se.n_chunks + (1 if se.pos % L else 0)
+            torch.testing.assert_close(sc.keys[:, :, :n], se.keys[:, :, :n], **tol)
+            torch.testing.assert_close(sc.values[:, :, :n], se.values[:, :, :n], **tol)
+            assert torch.equal(sc.valid[:, :n], se.valid[:, :n])
+            torch.testing.assert_close(sc.k_run, se.k_run, **tol)
+            torch.testing.assert_close(sc.v_run, se.v_run, **tol)
+    assert yc.dtype == dtype
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_step_methods_can_alternate_on_one_state():
+    """A state made by one step method continues under the other (the compiled step's cached numpy views
+    of a state must never be used for another state's tensors), through buffer growth and chunk ends."""
+    m = make(3)
+    T = 30
+    x = data(2, T, seed=4)
+    with torch.no_grad():
+        y = m(x)
+        s = m.init_state(2)
+        outs = []
+        for t in range(T):
+            m.step_method = "compiled" if (t // 2) % 2 else "eager"
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t)
+            if t == 17:  # a clone drops the cached views; the original keeps going
+                s = s.clone()
+    torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_auto_step_uses_the_kernel_only_where_it_applies(monkeypatch):
+    calls = []
+    real = rat_module.RAT._step_compiled
+
+    def spy(self, kernel, x_t, st):
+        calls.append(x_t.dtype)
+        return real(self, kernel, x_t, st)
+
+    monkeypatch.setattr(rat_module.RAT, "_step_compiled", spy)
+    m = make(4)
+    x = data(2, 3)
+    with torch.no_grad():
+        m.step(x[:, 0], None)
+        m.to(torch.bfloat16).step(x[:, 0].to(torch.bfloat16), None)  # low precision: eager
+    m.double().step(x[:, 0], None)  # gradients enabled: eager
+    big = data(rat_module._AUTO_KERNEL_MAX_BATCH + 1, 1)[:, 0]
+    with torch.no_grad():
+        m.step(big, None)  # a large batch: eager
+        m.step_method = "compiled"
+        m.step(big, None)  # unless asked for
+        m.step_method = "eager"
+        m.step(x[:, 0], None)
+    assert calls == [F64, F64]
+
+
+def test_step_method_errors(monkeypatch):
+    with pytest.raises(ValueError, match="step_method must be one of"):
+        make(4, step_method="fast")
+    m = make(4, step_method="compiled")
+    x = data(2, 3)[:, 0]
+    with pytest.raises(ValueError, match=r"no_grad"):
+        m.step(x, None)  # gradients enabled
+    with torch.no_grad(), pytest.raises(ValueError, match="float32/float64"):
+        m.to(torch.bfloat16).step(x.to(torch.bfloat16), None)
+    m.double()
+    with torch.no_grad(), pytest.raises(ValueError, match="weights' dtype"):
+        m.step(x.float(), None)
+    # numba missing: "compiled" names the extra, "auto" falls back to the eager step
+    import sys
+
+    from recurrences import _optional
+
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.delitem(sys.modules, "recurrences.layers._rat_kernel", raising=False)
+    monkeypatch.setattr(_optional, "_cache", {})
+    with torch.no_grad(), pytest.raises(ImportError, match=r"recurrences\[fast\]"):
+        m.step(x, None)
+    m.step_method = "auto"
+    with torch.no_grad():
+        y, _ = m.step(x, None)
+    torch.testing.assert_close(y, m(x[:, None])[:, 0].detach())
 
 
 # -- construction, registry and errors ---------------------------------------------------------------

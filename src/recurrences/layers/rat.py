@@ -38,8 +38,9 @@ running state (:class:`RATState`): O(T / L) memory and O(T / L) work per token.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,6 +48,7 @@ from torch.autograd.function import once_differentiable
 
 from recurrences.scan import linear_scan
 
+from .._optional import optional_import
 from ._rope import rope_cos_sin, rotate_half
 from .base import Mixer, check_step_input, register_hybrid, register_mixer
 
@@ -56,6 +58,11 @@ __all__ = ["RAT", "RATState", "rat_reference", "rat_parallel", "chunk_attention"
 _BLOCK_ELEMS = 1 << 20  # 256 query rows x 1k keys x 4 heads: finer causal skipping, cache-sized blocks
 # Keep the attention probabilities for the backward when they total at most this many numbers.
 _SAVE_P_ELEMS = 1 << 26
+STEP_METHODS = ("auto", "eager", "compiled")
+# step_method="auto" uses the compiled step up to this batch size: on the test machine it was 1.4-2x faster
+# than the eager step at batch 1-8 and 10-20% slower at batch 16, where SDPA's batched products win.
+_AUTO_KERNEL_MAX_BATCH = 8
+_EMPTY_NP = {dt: torch.empty(0, dtype=dt).numpy() for dt in (torch.float32, torch.float64)}
 
 
 # -- state --------------------------------------------------------------------------------------------
@@ -87,6 +94,8 @@ class RATState:
     run_valid: Tensor
     pos: int
     all_valid: bool = True
+    # numpy views of the fields above, set by the compiled step for the next one (see RAT._kernel_arrays)
+    _arrays: tuple | None = field(default=None, repr=False, compare=False)
 
     def clone(self) -> RATState:
         return RATState(
@@ -453,7 +462,7 @@ class RAT(Mixer):
 
     Options: ``chunk_size`` L (default 16; 1 = softmax attention, >= T = a gated RNN), ``n_groups`` G
     of shared q/k vectors (default 2 when n_heads is even, else 1), ``rope`` (chunk-index RoPE, default
-    True), ``rope_base`` (10000).
+    True), ``rope_base`` (10000), ``step_method`` ("auto", "eager" or "compiled"; see :meth:`step`).
     """
 
     forms = ("reference", "parallel")
@@ -467,9 +476,13 @@ class RAT(Mixer):
         n_groups: int | None = None,
         rope: bool = True,
         rope_base: float = 10000.0,
+        step_method: str = "auto",
         form: str = "auto",
     ) -> None:
         super().__init__(d_model, n_heads, form=form)
+        if step_method not in STEP_METHODS:
+            raise ValueError(f"RAT: step_method must be one of {STEP_METHODS}, got {step_method!r}")
+        self.step_method = step_method
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"RAT: chunk_size must be a positive int, got {chunk_size!r}")
         if n_groups is None:
@@ -494,6 +507,8 @@ class RAT(Mixer):
         self._true: dict[int, Tensor] = {}  # step(): shared all-True run_valid tensors, per batch size
         self._bias_cache: tuple | None = None  # step(): (b_g alias, its version, in_proj bias row)
         self._rope_cache: tuple[int, Tensor, float] | None = None  # step(): RoPE matrix of the current chunk
+        self._rope_np_cache: tuple | None = None  # compiled step(): (c, dtype, base, cos, sin) now
+        self._decode_cache: tuple | None = None  # compiled step(): transposed weights (see _decode_weights)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -584,6 +599,12 @@ class RAT(Mixer):
 
         Under no_grad the buffers are written in place (amortised O(1) append); with gradients enabled
         they are concatenated instead, so that autograd never sees an in-place write.
+
+        ``step_method`` picks the implementation: "eager" (torch calls), "compiled" (the two projections
+        in torch, everything between them in one numba kernel, :mod:`recurrences.layers._rat_kernel`;
+        CPU, float32/float64, under ``torch.no_grad()``), or "auto": compiled where it applies, numba is
+        installed and the batch has at most 8 sequences (larger batches run faster eager), else eager.
+        Both give the same result (tests hold them equal).
         """
         check_step_input("RAT.step", x_t, self.d_model)
         B, D = x_t.shape
@@ -592,6 +613,144 @@ class RAT(Mixer):
             if state is None
             else self._check_state(state, B)
         )
+        kernel = self._step_kernel(x_t)
+        if kernel is not None:
+            return self._step_compiled(kernel, x_t, st)
+        return self._step_eager(x_t, st)
+
+    def _step_kernel(self, x_t: Tensor):
+        """The compiled step kernel when ``step_method`` and the input allow it, else None (eager)."""
+        method = self.step_method
+        if method == "eager":
+            return None
+        why = None
+        if x_t.device.type != "cpu":
+            why = f"runs on CPU tensors only, got x_t on {x_t.device}"
+        elif x_t.dtype not in (torch.float32, torch.float64):
+            why = f"runs in float32/float64 only, got {x_t.dtype}"
+        elif torch.is_grad_enabled():
+            why = "runs under torch.no_grad() only (it writes the cache in place and has no backward)"
+        elif self.in_proj.weight.dtype != x_t.dtype:
+            why = f"needs x_t in the weights' dtype {self.in_proj.weight.dtype}, got {x_t.dtype}"
+        if why is None and method == "auto" and x_t.shape[0] > _AUTO_KERNEL_MAX_BATCH:
+            return None  # larger batches: SDPA's batched products win (benchmarks/rat/README.md)
+        if why is None:
+            mod = optional_import("recurrences.layers._rat_kernel")
+            if not isinstance(mod, Exception):
+                return mod.rat_step_kernel
+            if method == "compiled":
+                raise ImportError(
+                    f"RAT: step_method='compiled' needs numba; install it with pip install 'recurrences[fast]' ({mod})"
+                ) from mod
+            return None
+        if method == "compiled":
+            raise ValueError(f"RAT: step_method='compiled' {why}; use step_method='auto' or 'eager'")
+        return None
+
+    def _step_buffers(
+        self, keys: Tensor, values: Tensor, valid: Tensor, n: int
+    ) -> tuple[Tensor, Tensor, Tensor, bool]:
+        """The cache buffers with room for slot n (doubled when full: amortised O(1) per chunk), and
+        whether they were just grown (slot n is then new)."""
+        if keys.shape[2] > n:
+            return keys, values, valid, False
+        (B, H), d = keys.shape[:2], self.head_dim
+        cap = max(4, 2 * (n + 1))
+        keys = torch.cat([keys[:, :, :n], keys.new_empty(B, H, cap - n, d)], dim=2)
+        values = torch.cat([values[:, :, :n], values.new_empty(B, H, cap - n, d)], dim=2)
+        valid = torch.cat([valid[:, :n], valid.new_empty(B, cap - n)], dim=1)
+        return keys, values, valid, True
+
+    def _step_compiled(self, kernel, x_t: Tensor, st: RATState) -> tuple[Tensor, RATState]:
+        """:meth:`step` with the two projections as BLAS products and everything between them in one
+        compiled call (at batch 1 the eager step's ~30 small torch calls cost more than its arithmetic)."""
+        B, D = x_t.shape
+        L, dt, pos, n = self.chunk_size, x_t.dtype, st.pos, st.n_chunks
+        w_in, w_out, b_g = self._decode_weights(dt)
+        u = torch.mm(x_t, w_in)  # [z~, v, g~, q^, k^] (the kernel adds b_g to g~)
+        arrays = st._arrays
+        if not (
+            arrays is not None
+            and arrays[0] is st.keys
+            and arrays[1] is st.values
+            and arrays[2] is st.valid
+            and arrays[3] is st.k_run
+            and arrays[4] is st.v_run
+            and st.keys.shape[2] > n
+        ):
+            arrays = self._kernel_arrays(st, dt)
+        keys, values, valid = arrays[0], arrays[1], arrays[2]
+        kn, vn, valn, kpn, vpn = arrays[5:]
+        npdt = kpn.dtype
+        kr, vr, zy = np.empty(kpn.shape, npdt), np.empty(vpn.shape, npdt), np.empty((B, D), npdt)
+        cos, sin = self._rope_numpy(pos // L, dt)
+        kernel(u.numpy(), b_g, kpn, vpn, pos % L == 0, kn, vn, valn, n, not st.all_valid, cos, sin,
+               self.n_groups, kr, vr, zy)  # fmt: skip
+        out = torch.mm(torch.from_numpy(zy), w_out)
+        if pos % L == L - 1:  # the chunk is finished: its slot now holds the summary
+            n += 1
+        k_run, v_run = torch.from_numpy(kr), torch.from_numpy(vr)
+        new = RATState(keys, values, valid, n, k_run, v_run, self._all_true(B, x_t), pos + 1, st.all_valid)
+        new._arrays = (keys, values, valid, k_run, v_run, kn, vn, valn, kr, vr)
+        return out, new
+
+    def _kernel_arrays(self, st: RATState, dt: torch.dtype) -> tuple:
+        """The state as the kernel reads it: buffers with room for slot n, in ``dt``, contiguous, detached,
+        and their numpy views: (keys, values, valid, k_run, v_run, keys_np, values_np, valid_np,
+        k_run_np, v_run_np). A state made by the compiled step carries this tuple (``_arrays``), so only
+        states from elsewhere (a prefill, the eager step, a clone) and full buffers come here.
+
+        (A state from a prefill with gradients is part of a graph: it is read detached. The kernel writes
+        slot n of buffers with spare capacity; only no-grad steps make those, so autograd never saved them.)
+        """
+        keys, values, valid = st.keys.detach(), st.values.detach(), st.valid
+        if keys.dtype != dt or values.dtype != dt:
+            keys, values = keys.to(dt), values.to(dt)
+        keys, values, valid = keys.contiguous(), values.contiguous(), valid.contiguous()
+        keys, values, valid, _ = self._step_buffers(keys, values, valid, st.n_chunks)
+        k_run = st.k_run.detach().to(dt).contiguous()
+        v_run = st.v_run.detach().to(dt).contiguous()
+        return (keys, values, valid, st.k_run, st.v_run,
+                keys.numpy(), values.numpy(), valid.numpy(), k_run.numpy(), v_run.numpy())  # fmt: skip
+
+    def _decode_weights(self, dt: torch.dtype) -> tuple[Tensor, Tensor, np.ndarray]:
+        """(W_in^T, W_out^T) as contiguous (D, 3D + 2Gd) and (D, D) tensors and b_g as a numpy array, for
+        the compiled step; cached while the parameters are unchanged (same storage, same version).
+
+        The transposed copies (as large as the two weights) are kept because at batch 1 MKL's product
+        x @ W^T runs about twice as fast from a (D, N) row-major matrix as from the (N, D) weight."""
+        params = (self.in_proj.weight, self.out_proj.weight, self.gate_bias)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cached = self._decode_cache
+        if cached is None or cached[0] != key:
+            w_in, w_out, b_g = (p.detach() for p in params)
+            # holding aliases keeps the storages alive, so an equal data pointer means the same tensor
+            cached = self._decode_cache = (
+                key,
+                (w_in, w_out, b_g),
+                w_in.t().contiguous(),
+                w_out.t().contiguous(),
+                b_g.contiguous().numpy(),
+            )
+        return cached[2], cached[3], cached[4]
+
+    def _rope_numpy(self, c: int, dt: torch.dtype):
+        """(cos, sin) as (d,) numpy arrays at chunk index c for the kernel (empty without RoPE); cached for
+        the current chunk."""
+        if not self.rope:
+            e = _EMPTY_NP[dt]
+            return e, e
+        cached = self._rope_np_cache
+        if cached is not None and cached[:3] == (c, dt, self.rope_base):
+            return cached[3], cached[4]
+        cos, sin = _rope_one(c, self.head_dim, self.rope_base, dt, torch.device("cpu"))
+        cos, sin = cos[0].numpy(), sin[0].numpy()
+        self._rope_np_cache = (c, dt, self.rope_base, cos, sin)
+        return cos, sin
+
+    def _step_eager(self, x_t: Tensor, st: RATState) -> tuple[Tensor, RATState]:
+        """:meth:`step` in torch calls."""
+        B, D = x_t.shape
         H, d, L = self.n_heads, self.head_dim, self.chunk_size
         pos, n, dt = st.pos, st.n_chunks, x_t.dtype
         G, Gd, J = self.n_groups, self.n_groups * d, H // self.n_groups
@@ -630,13 +789,8 @@ class RAT(Mixer):
             values = torch.cat([values[:, :, :n].to(dt), v_run.unsqueeze(2)], dim=2)
             valid = torch.cat([valid[:, :n], valid.new_ones(B, 1)], dim=1)
         else:
-            fresh = pos % L == 0  # slot n is new: mark it valid (a step's own token is always real)
-            if keys.shape[2] <= n:  # grow the buffers (doubling: amortised O(1) per chunk)
-                cap = max(4, 2 * (n + 1))
-                keys = torch.cat([keys[:, :, :n], keys.new_empty(B, H, cap - n, d)], dim=2)
-                values = torch.cat([values[:, :, :n], values.new_empty(B, H, cap - n, d)], dim=2)
-                valid = torch.cat([valid[:, :n], valid.new_empty(B, cap - n)], dim=1)
-                fresh = True
+            keys, values, valid, grown = self._step_buffers(keys, values, valid, n)
+            fresh = grown or pos % L == 0  # slot n is new: mark it valid (a step's own token is always real)
             if M is None:
                 keys.select(2, n).copy_(k_run)
             else:
