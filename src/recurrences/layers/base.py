@@ -72,7 +72,7 @@ def check_step_input(name: str, x_t: Tensor, d_model: int) -> None:
         raise ValueError(f"{name}: x_t has last dim {x_t.shape[1]}, expected d_model={d_model}")
     if not x_t.is_floating_point():
         raise TypeError(f"{name}: x_t must be floating point, got {x_t.dtype}")
-    if not math.isfinite(float(x_t.sum())) and not bool(torch.isfinite(x_t).all()):
+    if not math.isfinite(float(x_t.detach().sum())) and not bool(torch.isfinite(x_t).all()):
         raise ValueError(f"{name}: x_t contains NaN or inf")
 
 
