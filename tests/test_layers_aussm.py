@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recurrences.layers import aussm as aussm_mod
 from recurrences.layers import create_mixer
@@ -241,6 +242,70 @@ def test_hand_set_aussm_solves_parity_at_any_length(form):
         pred = (y / unit > 0.5).long() if unit > 0 else torch.zeros_like(bits)
         truth = bits.cumsum(1) % 2
         assert bool((pred == truth).all()), f"form {form}, length {L}: parity read-out wrong"
+
+
+def hand_set_cycle_navigation_mixer(modulus: int = 5) -> AUSSM:
+    """d_model = 5, d_state = 1; inputs [move in {-1, 0, +1}, 1, 0, 0, 0]. An exact counter mod m needs
+    a different construction from parity's: with h_0 = 0 and one complex B for every channel, a state
+    that depends on the position alone would need the injections of +1 and -1 moves to differ by the
+    complex factor -e^{-i omega} (impossible with real Delta * SiLU(u) unless omega = pi). So the state is
+    injected once, at the first token, and only rotated afterwards; the first token is found through the
+    causal conv's zero padding.
+
+    channel 0: u = move_{t-1} (conv lag 1), drives the angles; channel 1: u = move_t with the D skip, so
+    the output shows the last move; channels 2, 3: u = 1 - x_{t-1} with x = 1, i.e. 1 at t = 0 and exactly
+    0 later (SiLU(0) = 0: no injection after the first token), theta = omega * move_{t-1}; channel 4:
+    u = x_{t-1} - x_{t-2}, 1 at t = 1 only, turns channel 3 by pi/2 once, so that it shows Im where
+    channel 2 shows Re. Delta is e^-60 on channels 0, 1, 4 (their states stay ~1e-26)."""
+    omega = 2 * math.pi / modulus
+    m = AUSSM(5, d_state=1, double_dt_bias=False).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        W = m.in_proj.weight  # (10, 5): rows 0-4 -> x, rows 5-9 -> z
+        W[0, 0] = W[1, 0] = 1.0  # move
+        W[2, 1] = W[3, 1] = W[4, 1] = 1.0  # constant 1
+        W[5:, 1] = 4.0  # z = 4: gate SiLU(4) on every channel
+        cw, cb = m.conv1d.weight, m.conv1d.bias  # (5, 1, 4); tap 3 = lag 0, tap 2 = lag 1, tap 1 = lag 2
+        cw[0, 0, 2] = 1.0
+        cw[1, 0, 3] = 1.0
+        cw[2, 0, 2] = cw[3, 0, 2] = -1.0
+        cb[2] = cb[3] = 1.0
+        cw[4, 0, 2], cw[4, 0, 1] = 1.0, -1.0
+        A = m.angle_proj.weight  # (5, 5), theta[i] = output i (d_state 1)
+        A[2, 0] = A[3, 0] = omega / m.angle_scale
+        A[3, 4] = (math.pi / 2) / m.angle_scale
+        m.dt_proj.bias.copy_(torch.tensor([-60.0, -60.0, 1.0, 1.0, -60.0], dtype=F64))
+        m.B_re.fill_(2.0)
+        m.C_re.fill_(2.0)
+        m.D[1] = 1.0
+        m.out_proj.weight.copy_(torch.eye(5, dtype=F64))
+    return m
+
+
+@pytest.mark.parametrize("form", ["reference", "separable", "scan"])
+def test_hand_set_aussm_solves_cycle_navigation_at_any_length(form):
+    """Position after every token (from the second on) = round(phase / omega) + the last move, mod 5."""
+    mod = 5
+    m = hand_set_cycle_navigation_mixer(mod)
+    m.form = form
+    g = torch.Generator().manual_seed(1)
+    gate = F.silu(torch.tensor(4.0, dtype=F64))
+    levels = torch.tensor([-1.0, 0.0, 1.0], dtype=F64)
+    for L in [2, 3, 41, 256, 1000] + ([] if form == "reference" else [4001]):
+        moves = torch.randint(-1, 2, (4, L), generator=g)
+        x = torch.zeros(4, L, 5, dtype=F64)
+        x[..., 0] = moves.double()
+        x[..., 1] = 1.0
+        with torch.no_grad():
+            y = m(x)[:, 1:]
+        phase = torch.atan2(-y[..., 3], y[..., 2])
+        before = torch.round(phase / (2 * math.pi / mod)).long()
+        last = levels[(y[..., 1, None] / gate - F.silu(levels)).abs().argmin(-1)].long()
+        truth = moves.cumsum(1)[:, 1:] % mod
+        assert bool(((before + last) % mod == truth).all()), (
+            f"form {form}, length {L}: position read-out wrong"
+        )
 
 
 def test_angle_path_stays_float32_under_bf16_autocast(monkeypatch):
