@@ -31,11 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
     p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--d-state", type=int, default=8)
+    p.add_argument("--val", action="store_true", help="validation splits and select='best_val'")
     p.add_argument("--aussm", default="{}", help="extra AUSSM options as JSON, e.g. '{\"conv\": false}'")
     p.add_argument("--run-dir", default=None, help="keep the checkpoint (for angles.py)")
     a = p.parse_args(argv)
     task = create_task(
-        a.task, train_lengths=(1, 40), test_lengths=(41, 256), curriculum_steps=a.curriculum, eval_examples=64
+        a.task,
+        train_lengths=(1, 40),
+        test_lengths=(41, 256),
+        curriculum_steps=a.curriculum,
+        eval_examples=64,
+        val_examples=64 if a.val else 0,
     )
     io = task.io
     mc = ModelConfig(
@@ -48,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         head="classify",
         n_outputs=io.n_outputs,
         pooling="last",
-        mixer_options={"aussm": {"d_state": 8, **json.loads(a.aussm)}, "mamba": {"d_state": 8}},
+        mixer_options={
+            "aussm": {"d_state": a.d_state, **json.loads(a.aussm)},
+            "mamba": {"d_state": a.d_state},
+        },
     )
     tc = TrainConfig(
         steps=a.steps,
-        batch_size=64,
+        batch_size=a.batch,
         lr=a.lr,
         weight_decay=a.weight_decay,
         min_lr_ratio=a.min_lr_ratio,
@@ -62,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         log_every=100,
         threads=1,
         seed=a.seed,
+        select="best_val" if a.val else "last",
     )
     t0 = time.time()
     r = train(mc, task, tc, progress=False, run_dir=a.run_dir)
