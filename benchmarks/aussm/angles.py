@@ -20,15 +20,17 @@ from recurrences.models import ModelConfig, SequenceModel
 from recurrences.train.checkpoint import load_checkpoint
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print(__doc__)
-        return 2
-    loaded = load_checkpoint(args[0])
+def wrap(v: float) -> float:
+    """v reduced to [-pi, pi)."""
+    return (v + math.pi) % (2 * math.pi) - math.pi
+
+
+def core_inputs(run_dir: str, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(theta (B, T, d, n), Delta * SiLU(u) (B, T, d) in float64, C (n,)) that the checkpointed one-layer
+    AUSSM model in ``run_dir`` computes on ``tokens`` (B, T); None when there is no checkpoint."""
+    loaded = load_checkpoint(run_dir)
     if loaded is None:
-        print(f"no checkpoint in {args[0]}")
-        return 2
+        return None
     tensors, meta = loaded
     model = SequenceModel(ModelConfig.from_dict(meta["model_config"]))
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -42,18 +44,27 @@ def main(argv: list[str] | None = None) -> int:
 
     aussm._FORMS["separable"] = spy
     try:
-        x = torch.randint(0, 2, (64, 60), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            model(x, torch.ones_like(x, dtype=torch.bool))
+            model(tokens, torch.ones_like(tokens, dtype=torch.bool))
     finally:
         aussm._FORMS["separable"] = form
-    th, dv = seen["theta"].double(), seen["dv"].double()
+    return seen["theta"].double(), seen["dv"].double(), seen["C"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(__doc__)
+        return 2
+    x = torch.randint(0, 2, (64, 60), generator=torch.Generator().manual_seed(0))
+    got = core_inputs(args[0], x)
+    if got is None:
+        print(f"no checkpoint in {args[0]}")
+        return 2
+    th, dv, C = got
     d, n = th.shape[2], th.shape[3]
     X = torch.stack([x[:, 3 - k : x.shape[1] - k] for k in range(4)], -1).double().reshape(-1, 4)
     X1 = torch.cat([torch.ones(len(X), 1, dtype=torch.float64), X], 1)
-
-    def wrap(v: float) -> float:
-        return (v + math.pi) % (2 * math.pi) - math.pi
 
     rows = []
     for i in range(d):
@@ -68,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"channel {i:2d} state {j}: sum alpha - pi {err:+.4f}  drift c {c:+.4f}  alphas "
             f"{[round(float(v), 3) for v in alpha]}  fit residual {resid:.1e}  "
-            f"|dv| {float(dv[:, 3:, i].abs().mean()):.3f}  |C_j| {float(seen['C'][j].abs()):.2f}"
+            f"|dv| {float(dv[:, 3:, i].abs().mean()):.3f}  |C_j| {float(C[j].abs()):.2f}"
         )
     return 0
 

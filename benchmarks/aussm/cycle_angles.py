@@ -18,16 +18,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-import recurrences.layers.aussm as aussm
-from recurrences.models import ModelConfig, SequenceModel
-from recurrences.train.checkpoint import load_checkpoint
+from angles import core_inputs, wrap  # benchmarks/aussm/angles.py (this script's folder is on sys.path)
 
 TAPS = 4
-
-
-def wrap(v: float) -> float:
-    return (v + math.pi) % (2 * math.pi) - math.pi
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,29 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=8)
     p.add_argument("--modulus", type=int, default=5)
     a = p.parse_args(argv)
-    loaded = load_checkpoint(a.run_dir)
-    if loaded is None:
+    x = torch.randint(0, 3, (64, 80), generator=torch.Generator().manual_seed(0))
+    got = core_inputs(a.run_dir, x)
+    if got is None:
         print(f"no checkpoint in {a.run_dir}")
         return 2
-    tensors, meta = loaded
-    model = SequenceModel(ModelConfig.from_dict(meta["model_config"]))
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    model.eval()
-    seen: dict[str, torch.Tensor] = {}
-    form = aussm._FORMS["separable"]
-
-    def spy(theta, dv, B, C, initial, **kw):
-        seen.update(theta=theta, dv=dv)
-        return form(theta, dv, B, C, initial, **kw)
-
-    aussm._FORMS["separable"] = spy
-    try:
-        x = torch.randint(0, 3, (64, 80), generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            model(x, torch.ones_like(x, dtype=torch.bool))
-    finally:
-        aussm._FORMS["separable"] = form
-    th, dv = seen["theta"].double(), seen["dv"].double()
+    th, dv, _ = got
     d, n = th.shape[2], th.shape[3]
     oh = F.one_hot(x, 3).double()
     X = torch.cat([oh[:, TAPS - 1 - k : x.shape[1] - k] for k in range(TAPS)], -1).reshape(-1, 3 * TAPS)
