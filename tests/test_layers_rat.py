@@ -25,6 +25,7 @@ try:
     HAVE_NUMBA = True
 except ImportError:
     HAVE_NUMBA = False
+STEP_METHODS_ALL = ("auto", "eager", "compiled")
 # the two step() implementations; "compiled" (the numba kernel) needs the [fast] extra
 STEP_METHODS = [
     "eager",
@@ -165,8 +166,9 @@ def test_chunk_size_one_is_softmax_attention():
             torch.testing.assert_close(m(x), want, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("L", [23, 64])
+@pytest.mark.parametrize("L", [23, 64, 10**9])
 def test_chunk_size_at_least_t_is_a_gated_rnn(L):
+    """(L = 10**9: the parallel form scans the T tokens, never a padded chunk of L slots.)"""
     m = make(L)
     T = 23
     x = data(2, T)
@@ -182,6 +184,12 @@ def test_chunk_size_at_least_t_is_a_gated_rnn(L):
         for form in m.forms:
             m.form = form
             torch.testing.assert_close(m(x), want, rtol=1e-9, atol=1e-11)
+            # prefill in two pieces (the second starts inside the chunk), then a step
+            y1, s = m(x[:, :7], return_state=True)
+            y2, s = m(x[:, 7:15], state=s, return_state=True)
+            y3, _ = m.step(x[:, 15], s)
+            got = torch.cat([y1, y2, y3[:, None]], 1)
+            torch.testing.assert_close(got, want[:, :16], rtol=1e-9, atol=1e-11)
 
 
 def test_rope_is_on_the_chunk_index():
@@ -485,6 +493,63 @@ def test_step_methods_can_alternate_on_one_state():
     torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_a_new_decode_sees_weights_changed_behind_autograd(step_method):
+    """Writes through .data (or fused optimisers) do not bump a parameter's version; what a step derives
+    from the weights lives in the chain of states, so the next decode (a new state) sees them."""
+    m = make(3, step_method=step_method)
+    x = data(2, 8)
+    with torch.no_grad():
+        s = m.init_state(2)
+        for t in range(4):
+            _, s = m.step(x[:, t], s)
+        m.in_proj.weight.data.mul_(1.5)
+        m.out_proj.weight.data.mul_(0.5)
+        m.gate_bias.data.add_(1.0)
+        y = m(x)
+        s = m.init_state(2)
+        outs = []
+        for t in range(8):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t)
+    torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_no_grad_step_never_writes_into_a_graph_made_by_a_step(step_method):
+    """A step with gradients, then a no-grad step of the same chunk: the second must not write into the
+    buffers the first one's graph saved (it copies them), so the gradient stays right."""
+    m = make(4, step_method="eager")  # (a step with gradients is always eager)
+    x = data(1, 3)
+    y0, s = m.step(x[:, 0], m.init_state(1))
+    m.step_method = step_method
+    with torch.no_grad():
+        y1, s1 = m.step(x[:, 1], s)
+    y0.pow(2).sum().backward()
+    g = m.in_proj.weight.grad.clone()
+    m.zero_grad()
+    m.step_method = "eager"
+    m.step(x[:, 0], m.init_state(1))[0].pow(2).sum().backward()
+    torch.testing.assert_close(g, m.in_proj.weight.grad)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.stack([y0.detach(), y1], 1), m(x[:, :2]), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_state_from_inference_mode_continues_outside_it(step_method):
+    m = make(4, step_method=step_method)
+    x = data(2, 11)
+    with torch.inference_mode():
+        y0, s = m(x[:, :6], return_state=True)
+        y1, s = m.step(x[:, 6], s)
+    outs = [y0, y1[:, None]]
+    with torch.no_grad():
+        for t in range(7, 11):
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t[:, None])
+        torch.testing.assert_close(torch.cat(outs, 1), m(x), rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
 def test_auto_step_uses_the_kernel_only_where_it_applies(monkeypatch):
     calls = []
@@ -521,8 +586,16 @@ def test_step_method_errors(monkeypatch):
     with torch.no_grad(), pytest.raises(ValueError, match="float32/float64"):
         m.to(torch.bfloat16).step(x.to(torch.bfloat16), None)
     m.double()
-    with torch.no_grad(), pytest.raises(ValueError, match="weights' dtype"):
-        m.step(x.float(), None)
+    for method in STEP_METHODS_ALL:  # x_t in another dtype than the weights: a clear error, any method
+        m.step_method = method
+        with torch.no_grad(), pytest.raises(TypeError, match="x_t has dtype torch.float32 but the mixer's"):
+            m.step(x.float(), None)
+    m.step_method = "compiled"
+    with pytest.raises(ValueError, match="step_method must be one of"):
+        m.step_method = "bogus"  # checked on assignment too
+    assert m.step_method == "compiled"
+    with torch.no_grad(), pytest.raises(ValueError, match="batch size 0"):
+        m.step(x[:0], None)
     # numba missing: "compiled" names the extra, "auto" falls back to the eager step
     import sys
 

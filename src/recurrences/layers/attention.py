@@ -359,7 +359,7 @@ class Attention(Mixer):
         """
         if not self.causal:
             return super().step(x_t, state)
-        check_step_input("Attention.step", x_t, self.d_model)
+        check_step_input("Attention.step", x_t, self.d_model, like=self.qkv.weight)
         B = x_t.shape[0]
         st = self.init_state(B, device=x_t.device, dtype=x_t.dtype) if state is None else state
         st = self._check_state(st, B)

@@ -411,7 +411,7 @@ class AUSSM(Mixer):
 
     def step(self, x_t: Tensor, state: AUSSMState | None) -> tuple[Tensor, AUSSMState]:
         """One token: x_t (B, D) -> y_t (B, D); h = e^{i theta} h + Delta B SiLU(u) written for one step."""
-        check_step_input("AUSSM.step", x_t, self.d_model)
+        check_step_input("AUSSM.step", x_t, self.d_model, like=self.in_proj.weight)
         Bt = x_t.shape[0]
         state = self.init_state(Bt, x_t.device, x_t.dtype) if state is None else self._check_state(state, Bt)
         xi, z = self.in_proj(x_t).chunk(2, dim=-1)

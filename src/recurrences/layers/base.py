@@ -59,8 +59,23 @@ def check_mixer_input(name: str, x: Tensor, d_model: int, mask: Tensor | None = 
             )
 
 
-def check_step_input(name: str, x_t: Tensor, d_model: int) -> None:
-    """Raise a clear error unless x_t is one finite token per sequence, shape (B, D=d_model).
+def check_param_dtype(name: str, x: Tensor, p: Tensor | None, what: str = "x") -> None:
+    """TypeError unless x has the dtype of the floating parameter p (or autocast is on, or p is None)."""
+    if (
+        p is not None
+        and p.is_floating_point()
+        and x.dtype != p.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+    ):
+        raise TypeError(
+            f"{name}: {what} has dtype {x.dtype} but the mixer's parameters are {p.dtype}; "
+            f"convert one of them (e.g. mixer.to({x.dtype}) or {what}.to({p.dtype})), or run under torch.autocast"
+        )
+
+
+def check_step_input(name: str, x_t: Tensor, d_model: int, like: Tensor | None = None) -> None:
+    """Raise a clear error unless x_t is one finite token per sequence, shape (B >= 1, D=d_model), in the
+    dtype of the parameter ``like`` (when given; autocast excepted).
 
     Called once per decoded token, so it is kept cheap: one reduction and one sync for the finite check
     (the exact elementwise check only runs when the sum is not finite).
@@ -70,8 +85,11 @@ def check_step_input(name: str, x_t: Tensor, d_model: int) -> None:
         raise ValueError(f"{name}: x_t must have shape (B, D={d_model}), got {shape}")
     if x_t.shape[1] != d_model:
         raise ValueError(f"{name}: x_t has last dim {x_t.shape[1]}, expected d_model={d_model}")
+    if x_t.shape[0] == 0:
+        raise ValueError(f"{name}: x_t holds no sequence (batch size 0)")
     if not x_t.is_floating_point():
         raise TypeError(f"{name}: x_t must be floating point, got {x_t.dtype}")
+    check_param_dtype(name, x_t, like, "x_t")
     if not math.isfinite(float(x_t.detach().sum())) and not bool(torch.isfinite(x_t).all()):
         raise ValueError(f"{name}: x_t contains NaN or inf")
 
@@ -125,17 +143,7 @@ class Mixer(nn.Module):
         return_state: bool = False,
     ):
         check_mixer_input(type(self).__name__, x, self.d_model, mask)
-        p = next(self.parameters(), None)
-        if (
-            p is not None
-            and p.is_floating_point()
-            and x.dtype != p.dtype
-            and not torch.is_autocast_enabled(x.device.type)
-        ):
-            raise TypeError(
-                f"{type(self).__name__}: x has dtype {x.dtype} but the mixer's parameters are {p.dtype}; "
-                f"convert one of them (e.g. mixer.to({x.dtype}) or x.to({p.dtype})), or run under torch.autocast"
-            )
+        check_param_dtype(type(self).__name__, x, next(self.parameters(), None))
         if (state is not None or return_state) and not self.causal:
             raise ValueError(f"{type(self).__name__} is bidirectional: it has no recurrent state")
         if x.shape[1] == 0:  # an empty sequence: nothing to mix, the state (if any) passes through

@@ -96,6 +96,8 @@ class RATState:
     all_valid: bool = True
     # numpy views of the fields above, set by the compiled step for the next one (see RAT._kernel_arrays)
     _arrays: tuple | None = field(default=None, repr=False, compare=False)
+    # what the steps derive from the layer's parameters, passed along one chain of states (RAT._snapshot)
+    _decode: _Snapshot | None = field(default=None, repr=False, compare=False)
 
     def clone(self) -> RATState:
         return RATState(
@@ -114,6 +116,22 @@ class RATState:
         """Number of cached numbers: the finished-chunk keys and values plus the running state."""
         n = self.n_chunks
         return 2 * self.keys[:, :, :n].numel() + self.k_run.numel() + self.v_run.numel()
+
+
+@dataclass
+class _Snapshot:
+    """Tensors a decoding step derives from the parameters, made at the first step of a chain of states
+    and passed along it: the in_proj bias row [0, 0, b_g, 0, 0] (eager step), and W_in^T, W_out^T
+    (contiguous) and b_g as numpy (compiled step), each built when first needed. ``key`` = (data pointer,
+    version) of in_proj.weight, out_proj.weight and gate_bias; ``params`` holds aliases of them, which
+    keeps their storage alive, so an equal data pointer means the same tensor."""
+
+    key: tuple
+    params: tuple
+    bias_row: Tensor | None = None
+    w_in_t: Tensor | None = None
+    w_out_t: Tensor | None = None
+    b_g: np.ndarray | None = None
 
 
 # -- the inter-chunk attention (parallel form) ---------------------------------------------------------
@@ -282,9 +300,12 @@ def rat_parallel(
     r = pos0 % L  # offset of the segment's first token in its chunk
     n_prev = st.n_chunks  # == pos0 // L
     n = -(-(r + T) // L)  # chunks touched by the segment
-    total = n * L
+    # the scan runs on chunks of Lc slots: L, except when the segment stays inside one chunk (L >= r + T,
+    # e.g. the gated-RNN limit of a huge L): then just its r + T slots, so that time and memory follow T
+    Lc = L if n > 1 else r + T
+    total = n * Lc
 
-    # intra-chunk scan on (B * n, L, H, 2, d) (keys and values share the gate); the r leading slots of
+    # intra-chunk scan on (B * n, Lc, H, 2, d) (keys and values share the gate); the r leading slots of
     # the first chunk carry the previous running state in, the trailing slots pad the last chunk
     x = torch.stack([k, v], dim=3)
     a = g.unsqueeze(3)
@@ -303,7 +324,7 @@ def rat_parallel(
         init[:, 0] = torch.stack([st.k_run, st.v_run], dim=2).to(b.dtype)
         init = init.reshape(B * n, H, 2, d)
     h, h_last = linear_scan(
-        a.reshape(B * n, L, H, 1, d), b.reshape(B * n, L, H, 2, d), init, check_finite=False
+        a.reshape(B * n, Lc, H, 1, d), b.reshape(B * n, Lc, H, 2, d), init, check_finite=False
     )
     h = h.reshape(B, total, H, 2, d)
     if padded:
@@ -316,7 +337,7 @@ def rat_parallel(
     if mask is None:
         chunk_ok = torch.ones(B, n, dtype=torch.bool, device=q.device)
     else:
-        mp = F.pad(mask, (r, total - r - T), value=False).view(B, n, L).any(-1)
+        mp = F.pad(mask, (r, total - r - T), value=False).view(B, n, Lc).any(-1)
         chunk_ok = mp.clone()
         if r > 0:
             chunk_ok[:, 0] |= st.run_valid
@@ -480,8 +501,6 @@ class RAT(Mixer):
         form: str = "auto",
     ) -> None:
         super().__init__(d_model, n_heads, form=form)
-        if step_method not in STEP_METHODS:
-            raise ValueError(f"RAT: step_method must be one of {STEP_METHODS}, got {step_method!r}")
         self.step_method = step_method
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"RAT: chunk_size must be a positive int, got {chunk_size!r}")
@@ -505,10 +524,8 @@ class RAT(Mixer):
         self.gate_bias = nn.Parameter(torch.zeros(D))
         self.out_proj = nn.Linear(D, D, bias=False)
         self._true: dict[int, Tensor] = {}  # step(): shared all-True run_valid tensors, per batch size
-        self._bias_cache: tuple | None = None  # step(): (b_g alias, its version, in_proj bias row)
         self._rope_cache: tuple[int, Tensor, float] | None = None  # step(): RoPE matrix of the current chunk
         self._rope_np_cache: tuple | None = None  # compiled step(): (c, dtype, base, cos, sin) now
-        self._decode_cache: tuple | None = None  # compiled step(): transposed weights (see _decode_weights)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -521,6 +538,17 @@ class RAT(Mixer):
                 self.gate_bias.copy_(torch.empty_like(self.gate_bias).uniform_(1.0, L - 1.0).log())
             else:
                 self.gate_bias.zero_()
+
+    @property
+    def step_method(self) -> str:
+        """How :meth:`step` runs: "auto", "eager" or "compiled" (settable)."""
+        return self._step_method
+
+    @step_method.setter
+    def step_method(self, value: str) -> None:
+        if value not in STEP_METHODS:
+            raise ValueError(f"RAT: step_method must be one of {STEP_METHODS}, got {value!r}")
+        self._step_method = value
 
     def resolve_form(self, T: int) -> str:
         """The form used for length T: "auto" means "parallel"."""
@@ -606,7 +634,7 @@ class RAT(Mixer):
         installed and the batch has at most 8 sequences (larger batches run faster eager), else eager.
         Both give the same result (tests hold them equal).
         """
-        check_step_input("RAT.step", x_t, self.d_model)
+        check_step_input("RAT.step", x_t, self.d_model, like=self.in_proj.weight)
         B, D = x_t.shape
         st = (
             self.init_state(B, device=x_t.device, dtype=x_t.dtype)
@@ -617,6 +645,22 @@ class RAT(Mixer):
         if kernel is not None:
             return self._step_compiled(kernel, x_t, st)
         return self._step_eager(x_t, st)
+
+    def _snapshot(self, st: RATState) -> _Snapshot:
+        """The state's parameter snapshot, or a new one when there is none or a parameter has changed
+        (other storage, or an in-place update: a new version)."""
+        params = (self.in_proj.weight, self.out_proj.weight, self.gate_bias)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        snap = st._decode
+        if snap is None or snap.key != key:
+            snap = _Snapshot(key, tuple(p.detach() for p in params))
+        return snap
+
+    @staticmethod
+    def _shared_with_autograd(t: Tensor) -> bool:
+        """Whether t may not be written in place: part of a graph (a state from a step or prefill with
+        gradients, which autograd may have saved), or an inference tensor outside inference mode."""
+        return t.requires_grad or (t.is_inference() and not torch.is_inference_mode_enabled())
 
     def _step_kernel(self, x_t: Tensor):
         """The compiled step kernel when ``step_method`` and the input allow it, else None (eager)."""
@@ -630,8 +674,6 @@ class RAT(Mixer):
             why = f"runs in float32/float64 only, got {x_t.dtype}"
         elif torch.is_grad_enabled():
             why = "runs under torch.no_grad() only (it writes the cache in place and has no backward)"
-        elif self.in_proj.weight.dtype != x_t.dtype:
-            why = f"needs x_t in the weights' dtype {self.in_proj.weight.dtype}, got {x_t.dtype}"
         if why is None and method == "auto" and x_t.shape[0] > _AUTO_KERNEL_MAX_BATCH:
             return None  # larger batches: SDPA's batched products win (benchmarks/rat/README.md)
         if why is None:
@@ -650,13 +692,15 @@ class RAT(Mixer):
     def _step_buffers(
         self, keys: Tensor, values: Tensor, valid: Tensor, n: int
     ) -> tuple[Tensor, Tensor, Tensor, bool]:
-        """The cache buffers with room for slot n (doubled when full: amortised O(1) per chunk), and
-        whether they were just grown (slot n is then new)."""
-        if keys.shape[2] > n:
+        """Cache buffers that slot n can be written into in place: the given ones when they have room
+        and are the step's own, else new ones (capacity doubled: amortised O(1) per chunk) holding the
+        first n slots; and whether they are new (slot n is then new too)."""
+        shared = self._shared_with_autograd
+        if keys.shape[2] > n and not (shared(keys) or shared(values) or shared(valid)):
             return keys, values, valid, False
         (B, H), d = keys.shape[:2], self.head_dim
         cap = max(4, 2 * (n + 1))
-        keys = torch.cat([keys[:, :, :n], keys.new_empty(B, H, cap - n, d)], dim=2)
+        keys = torch.cat([keys[:, :, :n], keys.new_empty(B, H, cap - n, d)], dim=2)  # (no_grad: a plain copy)
         values = torch.cat([values[:, :, :n], values.new_empty(B, H, cap - n, d)], dim=2)
         valid = torch.cat([valid[:, :n], valid.new_empty(B, cap - n)], dim=1)
         return keys, values, valid, True
@@ -666,8 +710,14 @@ class RAT(Mixer):
         compiled call (at batch 1 the eager step's ~30 small torch calls cost more than its arithmetic)."""
         B, D = x_t.shape
         L, dt, pos, n = self.chunk_size, x_t.dtype, st.pos, st.n_chunks
-        w_in, w_out, b_g = self._decode_weights(dt)
-        u = torch.mm(x_t, w_in)  # [z~, v, g~, q^, k^] (the kernel adds b_g to g~)
+        snap = self._snapshot(st)
+        if snap.w_in_t is None:
+            # transposed copies (as large as the weights): at batch 1 MKL's x @ W^T runs about twice as
+            # fast from a (D, N) row-major matrix as from the (N, D) weight
+            w_in, w_out, b_g = snap.params
+            snap.w_in_t, snap.w_out_t = w_in.t().contiguous(), w_out.t().contiguous()
+            snap.b_g = b_g.contiguous().numpy()
+        u = torch.mm(x_t, snap.w_in_t)  # [z~, v, g~, q^, k^] (the kernel adds b_g to g~)
         arrays = st._arrays
         if not (
             arrays is not None
@@ -684,14 +734,15 @@ class RAT(Mixer):
         npdt = kpn.dtype
         kr, vr, zy = np.empty(kpn.shape, npdt), np.empty(vpn.shape, npdt), np.empty((B, D), npdt)
         cos, sin = self._rope_numpy(pos // L, dt)
-        kernel(u.numpy(), b_g, kpn, vpn, pos % L == 0, kn, vn, valn, n, not st.all_valid, cos, sin,
+        kernel(u.numpy(), snap.b_g, kpn, vpn, pos % L == 0, kn, vn, valn, n, not st.all_valid, cos, sin,
                self.n_groups, kr, vr, zy)  # fmt: skip
-        out = torch.mm(torch.from_numpy(zy), w_out)
+        out = torch.mm(torch.from_numpy(zy), snap.w_out_t)
         if pos % L == L - 1:  # the chunk is finished: its slot now holds the summary
             n += 1
         k_run, v_run = torch.from_numpy(kr), torch.from_numpy(vr)
         new = RATState(keys, values, valid, n, k_run, v_run, self._all_true(B, x_t), pos + 1, st.all_valid)
         new._arrays = (keys, values, valid, k_run, v_run, kn, vn, valn, kr, vr)
+        new._decode = snap
         return out, new
 
     def _kernel_arrays(self, st: RATState, dt: torch.dtype) -> tuple:
@@ -700,39 +751,19 @@ class RAT(Mixer):
         k_run_np, v_run_np). A state made by the compiled step carries this tuple (``_arrays``), so only
         states from elsewhere (a prefill, the eager step, a clone) and full buffers come here.
 
-        (A state from a prefill with gradients is part of a graph: it is read detached. The kernel writes
-        slot n of buffers with spare capacity; only no-grad steps make those, so autograd never saved them.)
+        The kernel writes slot n through numpy, which autograd's version counters do not see, so buffers
+        that may be part of a graph (a state from a step or a prefill with gradients) are never written:
+        :meth:`_step_buffers` copies them first. The running state is read detached.
         """
-        keys, values, valid = st.keys.detach(), st.values.detach(), st.valid
+        keys, values, valid = st.keys, st.values, st.valid
         if keys.dtype != dt or values.dtype != dt:
             keys, values = keys.to(dt), values.to(dt)
         keys, values, valid = keys.contiguous(), values.contiguous(), valid.contiguous()
-        keys, values, valid, _ = self._step_buffers(keys, values, valid, st.n_chunks)
+        keys, values, valid, _ = self._step_buffers(keys, values, valid, st.n_chunks)  # never in a graph
         k_run = st.k_run.detach().to(dt).contiguous()
         v_run = st.v_run.detach().to(dt).contiguous()
         return (keys, values, valid, st.k_run, st.v_run,
                 keys.numpy(), values.numpy(), valid.numpy(), k_run.numpy(), v_run.numpy())  # fmt: skip
-
-    def _decode_weights(self, dt: torch.dtype) -> tuple[Tensor, Tensor, np.ndarray]:
-        """(W_in^T, W_out^T) as contiguous (D, 3D + 2Gd) and (D, D) tensors and b_g as a numpy array, for
-        the compiled step; cached while the parameters are unchanged (same storage, same version).
-
-        The transposed copies (as large as the two weights) are kept because at batch 1 MKL's product
-        x @ W^T runs about twice as fast from a (D, N) row-major matrix as from the (N, D) weight."""
-        params = (self.in_proj.weight, self.out_proj.weight, self.gate_bias)
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        cached = self._decode_cache
-        if cached is None or cached[0] != key:
-            w_in, w_out, b_g = (p.detach() for p in params)
-            # holding aliases keeps the storages alive, so an equal data pointer means the same tensor
-            cached = self._decode_cache = (
-                key,
-                (w_in, w_out, b_g),
-                w_in.t().contiguous(),
-                w_out.t().contiguous(),
-                b_g.contiguous().numpy(),
-            )
-        return cached[2], cached[3], cached[4]
 
     def _rope_numpy(self, c: int, dt: torch.dtype):
         """(cos, sin) as (d,) numpy arrays at chunk index c for the kernel (empty without RoPE); cached for
@@ -756,8 +787,9 @@ class RAT(Mixer):
         G, Gd, J = self.n_groups, self.n_groups * d, H // self.n_groups
         # heads as (J, G) = (H / G, G): head h uses group h mod G, so the group vectors q^, k^ broadcast
         # over dim 1 of (B, J, G, d)
+        snap = self._snapshot(st)
         if dt is torch.float32 or dt is torch.float64:
-            u = F.linear(x_t, self.in_proj.weight, self._gate_bias_row())  # [z~, v, g~ + b_g, q^, k^]
+            u = F.linear(x_t, self.in_proj.weight, self._gate_bias_row(snap))  # [z~, v, g~ + b_g, q^, k^]
             # one sigmoid gives z and g (sigmoid(v) is not used)
             z, _, g = torch.sigmoid(u.narrow(1, 0, 3 * D)).view(B, 3, J, G, d).unbind(1)
             _, v, _, qg, kg = u.split([D, D, D, Gd, Gd], dim=1)
@@ -812,7 +844,9 @@ class RAT(Mixer):
         if pos % L == L - 1:  # the chunk is finished: its slot now holds the summary
             n += 1
         run_valid = self._all_true(B, x_t)  # the chunk now holds a real token
-        return out, RATState(keys, values, valid, n, k_run, v_run, run_valid, pos + 1, st.all_valid)
+        new = RATState(keys, values, valid, n, k_run, v_run, run_valid, pos + 1, st.all_valid)
+        new._decode = snap
+        return out, new
 
     def _rope_matrix(self, c: int, like: Tensor) -> Tensor:
         """M with x @ M = R_c x at chunk index c; cached for the current chunk (asked for L times in a row)."""
@@ -829,18 +863,16 @@ class RAT(Mixer):
         self._rope_cache = (c, M, self.rope_base)
         return M
 
-    def _gate_bias_row(self) -> Tensor:
+    def _gate_bias_row(self, snap: _Snapshot) -> Tensor:
         """[0 (D), 0 (D), b_g (D), 0 (2 G d)]: in_proj's output plus this has the gate bias added.
 
-        Cached while b_g is unchanged (rebuilt, differentiably, when gradients are enabled)."""
+        Kept in the snapshot (built differentiably each step when gradients are enabled)."""
         bg = self.gate_bias
         if torch.is_grad_enabled() and bg.requires_grad:
             return self._bias_row(bg)
-        cached = self._bias_cache
-        # (holding an alias of b_g keeps its memory alive, so an equal data pointer means the same tensor)
-        if cached is None or cached[0].data_ptr() != bg.data_ptr() or cached[1] != bg._version:
-            cached = self._bias_cache = (bg.detach(), bg._version, self._bias_row(bg))
-        return cached[2]
+        if snap.bias_row is None:
+            snap.bias_row = self._bias_row(snap.params[2])
+        return snap.bias_row
 
     def _bias_row(self, bg: Tensor) -> Tensor:
         D, Gd = self.d_model, self.n_groups * self.head_dim
