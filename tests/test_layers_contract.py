@@ -218,3 +218,8 @@ def test_bad_step_input_raises(name):
         m.step(x[:, 0], m.init_state(3))  # state for another batch size
     with pytest.raises((ValueError, TypeError)):
         m(x, state=m.init_state(3), return_state=True)
+    other = torch.float32 if x.dtype == torch.float64 else torch.float64
+    with torch.no_grad(), pytest.raises(TypeError, match="x_t has dtype"):
+        m.step(x[:, 0].to(other), None)  # not the weights' dtype (as forward, a clear error)
+    with torch.no_grad(), pytest.raises(ValueError, match="batch size 0"):
+        m.step(x[:0, 0], None)
