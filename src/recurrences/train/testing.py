@@ -63,7 +63,7 @@ class ToyEMA(Mixer):
         return torch.zeros(batch_size, self.d_model, device=device, dtype=dtype or self.theta.dtype)
 
     def step(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        check_step_input("ToyEMA.step", x_t, self.d_model)
+        check_step_input("ToyEMA.step", x_t, self.d_model, like=self.w_in.weight)
         if not isinstance(state, Tensor) or state.shape != x_t.shape:
             raise ValueError(f"ToyEMA.step: state must have shape {tuple(x_t.shape)}")
         a = torch.sigmoid(self.theta).to(x_t.dtype)
