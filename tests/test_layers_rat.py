@@ -48,6 +48,16 @@ def data(B: int, T: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(B, T, D, generator=g, dtype=F64)
 
 
+def decode(m: RAT, x: torch.Tensor, state: RATState | None = None) -> tuple[torch.Tensor, RATState]:
+    """m.step over every token of x (B, T, D) from ``state`` (default: a new one): outputs (B, T, D)."""
+    s = m.init_state(x.shape[0], dtype=x.dtype) if state is None else state
+    outs = []
+    for t in range(x.shape[1]):
+        y_t, s = m.step(x[:, t], s)
+        outs.append(y_t)
+    return torch.stack(outs, 1), s
+
+
 # -- independent implementations ----------------------------------------------------------------------
 def rope(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     """x (..., P, d) rotated at positions pos (P,), rotate-half layout."""
@@ -256,12 +266,8 @@ def test_step_by_step_equals_forward(form, step_method):
     with torch.no_grad():
         y = m(x)
         m.form = form
-        s = m.init_state(2)
-        outs = []
-        for t in range(T):
-            y_t, s = m.step(x[:, t], s)
-            outs.append(y_t)
-    torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-9, atol=1e-11)
+        ys, s = decode(m, x)
+    torch.testing.assert_close(ys, y, rtol=1e-9, atol=1e-11)
     assert s.n_chunks == T // 4 and s.pos == T
     assert s.cache_numel() == 2 * 2 * H * (D // H) * (T // 4 + 1)  # one key/value per chunk + running state
 
@@ -346,14 +352,10 @@ def test_float32_forms_agree_and_step_under_autograd():
         ys[form] = m(x)
     torch.testing.assert_close(ys["parallel"], ys["reference"], rtol=1e-4, atol=1e-6)
     # stepping with gradients enabled never writes into buffers autograd has saved
-    s = m.init_state(2)
-    outs = []
-    for t in range(8):
-        y_t, s = m.step(x[:, t], s)
-        outs.append(y_t)
-    torch.stack(outs, 1).sum().backward()
+    stepped, _ = decode(m, x[:, :8])
+    stepped.sum().backward()
     assert m.in_proj.weight.grad is not None
-    torch.testing.assert_close(torch.stack(outs, 1), ys["parallel"][:, :8], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(stepped, ys["parallel"][:, :8], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("step_method", STEP_METHODS)
@@ -375,38 +377,15 @@ def test_long_decoding_equals_forward(n_groups, rope, step_method):
     assert s.n_chunks == T // 2 and len(bufs) <= 5  # capacity doubling: few reallocations
 
 
-@pytest.mark.parametrize("step_method", STEP_METHODS)
-def test_step_follows_parameter_updates(step_method):
-    """step() caches the gate-bias row and the RoPE matrix; changing the parameters must not be missed."""
-    m = make(4, step_method=step_method)
-    x = data(2, 9)
-    with torch.no_grad():
-        s = m.init_state(2)
-        for t in range(5):
-            _, s = m.step(x[:, t], s)
-        m.gate_bias.add_(0.7)  # an in-place update, as an optimiser makes
-        m.in_proj.weight.mul_(1.1)
-        s = m.init_state(2)
-        outs = []
-        for t in range(9):
-            y_t, s = m.step(x[:, t], s)
-            outs.append(y_t)
-        torch.testing.assert_close(torch.stack(outs, 1), m(x), rtol=1e-9, atol=1e-11)
-
-
 def test_low_precision_step_is_close_to_forward():
     torch.manual_seed(0)
     m = create_mixer("rat", d_model=D, n_heads=H, chunk_size=3).to(torch.bfloat16)
     x = data(2, 10).to(torch.bfloat16)
     with torch.no_grad():
         y = m(x)
-        s = m.init_state(2)
-        outs = []
-        for t in range(10):
-            y_t, s = m.step(x[:, t], s)
-            outs.append(y_t)
-    assert outs[0].dtype == torch.bfloat16
-    torch.testing.assert_close(torch.stack(outs, 1).float(), y.float(), rtol=0.05, atol=2e-3)
+        ys, _ = decode(m, x)
+    assert ys.dtype == torch.bfloat16
+    torch.testing.assert_close(ys.float(), y.float(), rtol=0.05, atol=2e-3)
 
 
 @pytest.mark.parametrize("step_method", STEP_METHODS)
@@ -494,25 +473,25 @@ def test_step_methods_can_alternate_on_one_state():
 
 
 @pytest.mark.parametrize("step_method", STEP_METHODS)
-def test_a_new_decode_sees_weights_changed_behind_autograd(step_method):
-    """Writes through .data (or fused optimisers) do not bump a parameter's version; what a step derives
-    from the weights lives in the chain of states, so the next decode (a new state) sees them."""
+@pytest.mark.parametrize("via", ["in_place", "data"])
+def test_a_new_decode_sees_changed_weights(step_method, via):
+    """What a step derives from the parameters (the gate-bias row, the transposed weights, the RoPE
+    matrix) must follow updates: in-place ones as an optimiser makes (a new version), and writes through
+    .data or fused optimisers, which keep the version; those live in the chain of states, so the next
+    decode (a new state) sees them."""
     m = make(3, step_method=step_method)
     x = data(2, 8)
     with torch.no_grad():
-        s = m.init_state(2)
-        for t in range(4):
-            _, s = m.step(x[:, t], s)
-        m.in_proj.weight.data.mul_(1.5)
-        m.out_proj.weight.data.mul_(0.5)
-        m.gate_bias.data.add_(1.0)
+        decode(m, x[:, :4])
+        w_in, w_out, b_g = (m.in_proj.weight, m.out_proj.weight, m.gate_bias)
+        if via == "data":
+            w_in, w_out, b_g = w_in.data, w_out.data, b_g.data
+        w_in.mul_(1.5)
+        w_out.mul_(0.5)
+        b_g.add_(1.0)
         y = m(x)
-        s = m.init_state(2)
-        outs = []
-        for t in range(8):
-            y_t, s = m.step(x[:, t], s)
-            outs.append(y_t)
-    torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-9, atol=1e-11)
+        ys, _ = decode(m, x)
+    torch.testing.assert_close(ys, y, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("step_method", STEP_METHODS)
@@ -542,12 +521,9 @@ def test_state_from_inference_mode_continues_outside_it(step_method):
     with torch.inference_mode():
         y0, s = m(x[:, :6], return_state=True)
         y1, s = m.step(x[:, 6], s)
-    outs = [y0, y1[:, None]]
     with torch.no_grad():
-        for t in range(7, 11):
-            y_t, s = m.step(x[:, t], s)
-            outs.append(y_t[:, None])
-        torch.testing.assert_close(torch.cat(outs, 1), m(x), rtol=1e-9, atol=1e-11)
+        y2, _ = decode(m, x[:, 7:], s)
+        torch.testing.assert_close(torch.cat([y0, y1[:, None], y2], 1), m(x), rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
