@@ -67,7 +67,7 @@ def test_entry_point_runs_as_a_module():
         (["bench", "--scan", "--lengths", "0"], "positive integers"),
         (["train", "--model", "_toy-ema"], "--task: required"),
         (["train", "--task", "_toy"], "--model: required"),
-        (["train", "--model", "nope", "--task", "_toy"], "unknown mixer 'nope'"),
+        (["train", "--model", "nope", "--task", "_toy"], "--model: unknown mixer 'nope'"),
         (
             ["train", "--model", "_toy-bimean", "--task", "_toy", "--task-option", "head=lm"],
             "needs a causal mixer",

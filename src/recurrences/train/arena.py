@@ -221,19 +221,22 @@ def _check_model_names(where: str, names: list[str] | str) -> None:
         return
     if isinstance(names, str):
         raise ArenaConfigError(f'{where}: expected "all" or a list of mixer names, got {names!r}')
+    for i, name in enumerate(names):
+        check_model_name(f"{where}[{i}]", name)
+
+
+def check_model_name(where: str, name: object) -> None:
+    """Raise ArenaConfigError naming ``where`` unless ``name`` is a registered mixer or a hybrid of them."""
     from recurrences.layers import available_mixers
 
+    if not isinstance(name, str) or not name:
+        raise ArenaConfigError(f"{where}: expected a mixer name (string), got {name!r}")
     known = available_mixers()
-    for i, name in enumerate(names):
-        if not isinstance(name, str) or not name:
-            raise ArenaConfigError(f"{where}[{i}]: expected a mixer name (string), got {name!r}")
-        for part in _parts(name):
-            if part not in known:
-                close = difflib.get_close_matches(part, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ArenaConfigError(
-                    f"{where}[{i}]: unknown mixer {part!r}{hint}; known mixers: {', '.join(known)}"
-                )
+    for part in _parts(name):
+        if part not in known:
+            close = difflib.get_close_matches(part, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ArenaConfigError(f"{where}: unknown mixer {part!r}{hint}; known mixers: {', '.join(known)}")
 
 
 def _check_task_name(where: str, name: str) -> None:
@@ -275,7 +278,7 @@ def parse_config(data: dict[str, Any], *, source: str = "<dict>") -> ArenaConfig
     _check_keys(f"{source}: train", cfg.train, train_schema)
     cfg.mixer_options = {}
     for mname, opts in data.get("mixer_options", {}).items():
-        _check_model_names(f"{source}: mixer_options", [mname])
+        check_model_name(f"{source}: mixer_options.{mname}", mname)
         if not isinstance(opts, dict):
             raise ArenaConfigError(
                 f"{source}: mixer_options.{mname}: expected a table of options, got {opts!r}"

@@ -281,7 +281,15 @@ def train_main(argv: list[str]) -> int:
         args = p.parse_args(argv)
     except _Exit as e:
         return e.code
-    from .arena import ArenaConfig, ArenaConfigError, TaskEntry, load_config, parse_config, plan
+    from .arena import (
+        ArenaConfig,
+        ArenaConfigError,
+        TaskEntry,
+        check_model_name,
+        load_config,
+        parse_config,
+        plan,
+    )
 
     try:
         config = load_config(args.config) if args.config else None
@@ -301,6 +309,7 @@ def train_main(argv: list[str]) -> int:
                 model = config.models[0]
             else:
                 raise ArenaConfigError("--model: required (a mixer name or hybrid pattern 'a|b')")
+        check_model_name("--model", model)
         if config is None:
             config = parse_config({"tasks": [{"name": task_name}]}, source="command line")
         found = [t for t in config.tasks if task_name in (t.label, t.name)]
