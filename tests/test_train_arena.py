@@ -109,6 +109,12 @@ def test_bad_task_options_and_model_sizes_are_reported():
     cfg = parse_config(tiny_config(tasks=[{"name": "parity", "options": {"train_lengths": [1, 50]}}]))
     with pytest.raises(ArenaConfigError, match="parity"):
         plan(cfg)
+    typo = {"name": "parity", "options": {"train_lengths": [1, 8], "curiculum_steps": 3}}
+    with pytest.raises(ArenaConfigError) as e:
+        plan(parse_config(tiny_config(tasks=[typo]), source="bad.toml"))
+    msg = str(e.value)
+    assert msg.startswith("bad.toml: task 'parity' options: unknown option(s) 'curiculum_steps'")
+    assert "did you mean 'curriculum_steps'" in msg and "train_lengths': [1, 8]" not in msg
     cfg = parse_config(tiny_config(model={"d_model": 10, "n_heads": 3}))
     with pytest.raises(ArenaConfigError, match="d_model"):
         plan(cfg)

@@ -417,9 +417,10 @@ def plan(
         try:
             task = create_task(entry.name, **entry.options)
         except (TypeError, ValueError, KeyError) as e:
-            raise ArenaConfigError(
-                f"{config.source}: task {entry.label!r}: bad options {entry.options}: {e}"
-            ) from None
+            msg = (e.args[0] if isinstance(e, KeyError) and e.args else str(e)).removeprefix(
+                f"create_task({entry.name!r}): "
+            )
+            raise ArenaConfigError(f"{config.source}: task {entry.label!r} options: {msg}") from None
         io = task.io
         wanted = (
             models if models is not None else (entry.models if entry.models is not None else config.models)
