@@ -106,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             row["speedup"] = statistics.median(row["paired_ratios"])
             print(f"T={T:6d} speedup attention/RAT = {row['speedup']:.2f}x (median of paired runs)")
         rows.append(row)
-        save("train", {"env": env_info(), "config": vars_of(args), "rows": rows})
+        save(args.out, {"env": env_info(), "config": vars_of(args), "rows": rows})
 
 
 def estimate(history: list[tuple[int, float]], T: int) -> float | None:
@@ -421,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--reps", type=int, default=3)
     t.add_argument("--max-seconds", type=float, default=60.0)
     t.add_argument("--long-reps", type=int, default=2, help="timed runs for T >= 16384 (no warm-up)")
+    t.add_argument("--out", default="train", help="results/<out>.json (the plot reads results/train.json)")
     t.set_defaults(func=cmd_train)
     g = sub.add_parser("generate")
     g.add_argument("--positions", type=int, nargs="+", default=[1024, 4096, 16384])
