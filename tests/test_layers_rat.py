@@ -7,7 +7,10 @@ token RoPE for L = 1, and a plain gated-RNN loop for L >= T.
 
 from __future__ import annotations
 
+import copy
+import io
 import math
+import pickle
 
 import pytest
 import torch
@@ -340,6 +343,79 @@ def test_state_clone_allows_branching(step_method):
         yc, _ = m.step(x[:, 5], s2.clone())
     torch.testing.assert_close(ya, yc)
     assert not torch.allclose(ya, yb)
+
+
+@pytest.mark.parametrize("copier", ["deepcopy", "pickle", "torch.save"])
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_decoding_from_a_copied_state_is_exact(step_method, copier):
+    # a state from the compiled step carries numpy views of its buffers; a copy must not decode from
+    # views of the original's (or from stale copies of them) once the copy's buffers move on
+    m = make(4, step_method=step_method)
+    x = data(2, 30)
+    with torch.no_grad():
+        want = m(x)
+        _, s = decode(m, x[:, :10])
+        if copier == "deepcopy":
+            s = copy.deepcopy(s)
+        elif copier == "pickle":
+            s = pickle.loads(pickle.dumps(s))
+        else:
+            buf = io.BytesIO()
+            torch.save(s, buf)
+            buf.seek(0)
+            s = torch.load(buf, weights_only=False)
+        y, _ = decode(m, x[:, 10:], s)
+    torch.testing.assert_close(y, want[:, 10:], rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")
+def test_compiled_state_continues_after_the_model_changes_dtype():
+    m = make(4, step_method="compiled").float()
+    x = data(1, 12)
+    with torch.no_grad():
+        _, s = decode(m, x[:, :6].float())
+        m.double()
+        y, _ = decode(m, x[:, 6:], s)
+        want = m(x)[:, 6:]
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-6)  # the first 6 tokens went through float32
+
+
+@pytest.mark.parametrize("step_method", STEP_METHODS_ALL)
+def test_a_decode_in_inference_mode_leaves_nothing_that_breaks_autograd(step_method):
+    if step_method == "compiled" and not HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    rat_module._rope_matrix.cache_clear()  # so that this decode is the one that fills them
+    rat_module._rope_one.cache_clear()
+    m = make(3, step_method=step_method)
+    x = data(1, 8)
+    with torch.inference_mode():
+        decode(m, x)  # fills the RoPE caches (module-level and per layer)
+    fresh = make(3, step_method="eager")
+    y, _ = decode(fresh, x)  # with gradients
+    y.sum().backward()
+    ref = make(3, form="reference")
+    ref(x).sum().backward()
+    torch.testing.assert_close(y, ref(x).detach(), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("step_method", STEP_METHODS_ALL)
+def test_step_under_autocast_runs_in_the_weights_dtype(step_method):
+    if step_method == "compiled" and not HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    torch.manual_seed(0)
+    m = create_mixer("rat", d_model=D, n_heads=H, chunk_size=3, step_method=step_method)
+    x = torch.randn(2, 7, D)
+    with torch.no_grad():
+        want = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y, s = decode(m, x)
+    assert y.dtype == torch.float32 and s.keys.dtype == torch.float32
+    torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_of_an_empty_batch_is_empty():
+    m = make(4)
+    assert m(data(0, 5)).shape == (0, 5, D)
 
 
 def test_float32_forms_agree_and_step_under_autograd():

@@ -63,6 +63,11 @@ STEP_METHODS = ("auto", "eager", "compiled")
 # than the eager step at batch 1-8 and 10-20% slower at batch 16, where SDPA's batched products win.
 _AUTO_KERNEL_MAX_BATCH = 8
 _EMPTY_NP = {dt: torch.empty(0, dtype=dt).numpy() for dt in (torch.float32, torch.float64)}
+_NP_DTYPE = {
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+    torch.bool: np.dtype(np.bool_),
+}
 
 
 # -- state --------------------------------------------------------------------------------------------
@@ -98,6 +103,11 @@ class RATState:
     _arrays: tuple | None = field(default=None, repr=False, compare=False)
     # what the steps derive from the layer's parameters, passed along one chain of states (RAT._snapshot)
     _decode: _Snapshot | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        # copy.deepcopy, pickle and torch.save keep the fields, not the step's caches: the numpy views in
+        # _arrays would become copies of their own, no longer views of the copied tensors
+        return {**self.__dict__, "_arrays": None, "_decode": None}
 
     def clone(self) -> RATState:
         return RATState(
@@ -249,16 +259,22 @@ def _rope_at(x: Tensor, pos: Tensor | int, base: float | None) -> Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _rope_matrix(pos: int, d: int, base: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """M with x @ M = R_pos x (RoPE as a d x d matrix, rows = rotated basis vectors)."""
-    return _rope_at(torch.eye(d, dtype=dtype, device=device), pos, base)
+    """M with x @ M = R_pos x (RoPE as a d x d matrix, rows = rotated basis vectors).
+
+    Cached across calls, so built outside inference mode: an inference tensor in the cache would break
+    every later use of it with gradients."""
+    with torch.inference_mode(False):
+        return _rope_at(torch.eye(d, dtype=dtype, device=device), pos, base)
 
 
 @functools.lru_cache(maxsize=16)
 def _rope_one(
     pos: int, d: int, base: float, dtype: torch.dtype, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """cos/sin at one position (decoding asks for the same chunk index L times in a row)."""
-    return rope_cos_sin(torch.tensor([pos], device=device), d, base, dtype=dtype)
+    """cos/sin at one position (decoding asks for the same chunk index L times in a row); built outside
+    inference mode, as it is cached (see _rope_matrix)."""
+    with torch.inference_mode(False):
+        return rope_cos_sin(torch.tensor([pos], device=device), d, base, dtype=dtype)
 
 
 def _empty_prev(B: int, H: int, d: int, like: Tensor) -> RATState:
@@ -635,6 +651,11 @@ class RAT(Mixer):
         Both give the same result (tests hold them equal).
         """
         check_step_input("RAT.step", x_t, self.d_model, like=self.in_proj.weight)
+        if torch.is_autocast_enabled(x_t.device.type):
+            # under autocast the step runs in the weights' dtype, autocast off: the cache and running
+            # state are accumulated in it (as the forward keeps its scan and softmax statistics in float32)
+            with torch.autocast(x_t.device.type, enabled=False):
+                return self.step(x_t.to(self.in_proj.weight.dtype), state)
         B, D = x_t.shape
         st = (
             self.init_state(B, device=x_t.device, dtype=x_t.dtype)
@@ -719,15 +740,7 @@ class RAT(Mixer):
             snap.b_g = b_g.contiguous().numpy()
         u = torch.mm(x_t, snap.w_in_t)  # [z~, v, g~, q^, k^] (the kernel adds b_g to g~)
         arrays = st._arrays
-        if not (
-            arrays is not None
-            and arrays[0] is st.keys
-            and arrays[1] is st.values
-            and arrays[2] is st.valid
-            and arrays[3] is st.k_run
-            and arrays[4] is st.v_run
-            and st.keys.shape[2] > n
-        ):
+        if not (arrays is not None and st.keys.shape[2] > n and self._arrays_current(st, arrays, dt)):
             arrays = self._kernel_arrays(st, dt)
         keys, values, valid = arrays[0], arrays[1], arrays[2]
         kn, vn, valn, kpn, vpn = arrays[5:]
@@ -744,6 +757,21 @@ class RAT(Mixer):
         new._arrays = (keys, values, valid, k_run, v_run, kn, vn, valn, kr, vr)
         new._decode = snap
         return out, new
+
+    @staticmethod
+    def _arrays_current(st: RATState, arrays: tuple, dt: torch.dtype) -> bool:
+        """Whether the compiled step's cached numpy views still belong to this state: the same tensors,
+        the numpy arrays viewing their memory, in the step's dtype (a model cast to another dtype, or a
+        state rebuilt field by field, fails this and gets new views)."""
+        tensors = (st.keys, st.values, st.valid, st.k_run, st.v_run)
+        return (
+            all(a is t for a, t in zip(arrays[:5], tensors))
+            and all(
+                a.__array_interface__["data"][0] == t.data_ptr() and a.dtype == _NP_DTYPE.get(t.dtype)
+                for a, t in zip(arrays[5:], tensors)
+            )
+            and st.keys.dtype == dt
+        )
 
     def _kernel_arrays(self, st: RATState, dt: torch.dtype) -> tuple:
         """The state as the kernel reads it: buffers with room for slot n, in ``dt``, contiguous, detached,
