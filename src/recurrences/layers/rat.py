@@ -760,16 +760,17 @@ class RAT(Mixer):
 
     @staticmethod
     def _arrays_current(st: RATState, arrays: tuple, dt: torch.dtype) -> bool:
-        """Whether the compiled step's cached numpy views still belong to this state: the same tensors,
-        the numpy arrays viewing their memory, in the step's dtype (a model cast to another dtype, or a
-        state rebuilt field by field, fails this and gets new views)."""
-        tensors = (st.keys, st.values, st.valid, st.k_run, st.v_run)
+        """Whether the compiled step's cached numpy views still belong to this state: the same tensor
+        objects (a state rebuilt field by field fails this) in the step's dtype (a model cast to another
+        dtype fails it). Copies of a state do not carry the views (RATState.__getstate__), so the same
+        objects mean the same memory; checking each view's address would cost more than the kernel's
+        Python overhead per token."""
         return (
-            all(a is t for a, t in zip(arrays[:5], tensors))
-            and all(
-                a.__array_interface__["data"][0] == t.data_ptr() and a.dtype == _NP_DTYPE.get(t.dtype)
-                for a, t in zip(arrays[5:], tensors)
-            )
+            arrays[0] is st.keys
+            and arrays[1] is st.values
+            and arrays[2] is st.valid
+            and arrays[3] is st.k_run
+            and arrays[4] is st.v_run
             and st.keys.dtype == dt
         )
 
