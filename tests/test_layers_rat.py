@@ -685,8 +685,9 @@ def test_bad_options_and_inputs_raise():
         RAT(16, 4, n_groups=3)
     with pytest.raises(ValueError, match="even head dim"):
         RAT(15, 5)
-    with pytest.raises(ValueError, match="rope_base"):
-        RAT(16, 4, rope_base=0.0)
+    for bad_base in (0.0, float("inf"), float("nan"), "1e4", True):
+        with pytest.raises(ValueError, match="rope_base"):
+            RAT(16, 4, rope_base=bad_base)
     m = make(4)
     x = data(2, 9)
     with pytest.raises(ValueError, match="x must have shape"):

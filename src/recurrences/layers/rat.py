@@ -38,6 +38,7 @@ running state (:class:`RATState`): O(T / L) memory and O(T / L) work per token.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -529,8 +530,10 @@ class RAT(Mixer):
         self.head_dim = d_model // n_heads
         if rope and self.head_dim % 2:
             raise ValueError(f"RAT: rope=True needs an even head dim, got d_model/n_heads = {self.head_dim}")
-        if not rope_base > 0:
-            raise ValueError(f"RAT: rope_base must be positive, got {rope_base!r}")
+        if not (isinstance(rope_base, (int, float)) and 0 < rope_base < math.inf) or isinstance(
+            rope_base, bool
+        ):
+            raise ValueError(f"RAT: rope_base must be a positive finite number, got {rope_base!r}")
         self.chunk_size = chunk_size
         self.n_groups = n_groups
         self.rope = bool(rope)
