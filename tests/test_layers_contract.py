@@ -155,6 +155,26 @@ def test_padded_prefill_then_step(name):
     close(torch.cat(outs, 1)[mask], y[mask], m, f"{name}: padded prompt prefill then steps vs full forward")
 
 
+# the state-space mixers carry no positions: for them padding anywhere (left, holes, right) is the same as
+# deleting those tokens, for the real outputs and for the state a prefill leaves (conv history included)
+SSM_MIXERS = [n for n in ("aussm", "mamba") if n in CAUSAL]
+
+
+@pytest.mark.parametrize("name", SSM_MIXERS)
+def test_ssm_padding_equals_deleting_the_padded_tokens(name):
+    m = make(name)
+    x, nxt = data(3, 13), data(3, 1, seed=2)[:, 0]
+    mask = pad_mask()
+    with torch.no_grad():
+        y, s = m(x, mask=mask, state=m.init_state(3), return_state=True)
+        y_next, _ = m.step(nxt, s)
+        for b in range(3):
+            xb = x[b : b + 1, mask[b]]
+            want, sb = m(xb, state=m.init_state(1), return_state=True)
+            close(y[b, mask[b]], want[0], m, f"{name}: row {b} real outputs vs the row without its padding")
+            close(y_next[b], m.step(nxt[b : b + 1], sb)[0][0], m, f"{name}: row {b} step after the prefill")
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("T", [7, 13])
 def test_every_form_matches_reference(name, T):

@@ -26,8 +26,9 @@ Forms of the recurrence (functions below; all return (y_ssm = sum_j Re(C_j h_j),
   does not drift with length.
 * "scan" (:func:`aussm_scan`): :func:`recurrences.scan.linear_scan` with complex decays e^{i theta_t}.
 
-Padding (mask False): the conv input is zeroed, theta = 0 and Delta = 0, so the state passes through
-unchanged; outputs at padded positions are zeroed.
+Padding (mask False) is the same as deleting those tokens: the conv skips padded positions
+(:func:`~recurrences.layers.base.causal_conv_skipping_padding`), theta = 0 and Delta = 0 there, so the state
+passes through unchanged; outputs at padded positions are zeroed.
 
 Precision: the whole SSM core (angle projection, Delta, the recurrence, the read-out) runs with autocast
 disabled, in float32 for low-precision inputs (float64 stays float64); only W_in, the conv and W_out
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..scan import linear_scan
-from .base import Mixer, check_step_input, register_mixer
+from .base import Mixer, causal_conv_skipping_padding, check_step_input, register_mixer
 
 __all__ = [
     "AUSSM",
@@ -377,16 +378,15 @@ class AUSSM(Mixer):
         with torch.autocast(device_type=dev, enabled=False):
             xi, z = xi.to(rd), z.to(rd)
             m = None if mask is None else mask.unsqueeze(-1).to(rd)
-            if m is not None:
-                xi = xi * m  # padded positions feed zeros into the conv
             if self.conv1d is None:
-                seq = xi.transpose(1, 2)
-                u = xi
+                u, conv_state = xi, xi.new_zeros(Bt, self.d_model, 0)
             else:
                 hist = xi.new_zeros(Bt, self.d_model, self.conv_len) if state is None else state.conv.to(rd)
-                seq = torch.cat([hist, xi.transpose(1, 2)], dim=2)  # (Bt, d, d_conv - 1 + T)
                 w, b = self._conv_weights(rd)
-                u = F.conv1d(seq, w, b, groups=self.d_model).transpose(1, 2)  # (Bt, T, d)
+                # padded positions are skipped: the conv window of a real token holds the real tokens before it
+                u, conv_state = causal_conv_skipping_padding(
+                    xi, hist, mask, lambda seq: F.conv1d(seq, w, b, groups=self.d_model)
+                )
             theta, delta, v = self._ssm_inputs(u)
             if m is not None:  # rotate by 0 and add 0: the state passes through padding unchanged
                 theta = theta * m.unsqueeze(-1)
@@ -405,9 +405,7 @@ class AUSSM(Mixer):
             out = out * m.to(out.dtype)
         if not return_state:
             return out
-        keep = self.conv_len
-        conv_state = seq[:, :, seq.shape[2] - keep :].to(x.dtype)
-        return out, AUSSMState(conv_state, h_last)
+        return out, AUSSMState(conv_state.to(x.dtype), h_last)
 
     def step(self, x_t: Tensor, state: AUSSMState | None) -> tuple[Tensor, AUSSMState]:
         """One token: x_t (B, D) -> y_t (B, D); h = e^{i theta} h + Delta B SiLU(u) written for one step."""

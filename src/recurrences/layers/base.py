@@ -168,6 +168,35 @@ class Mixer(nn.Module):
         return f"d_model={self.d_model}, n_heads={self.n_heads}, form={self.form!r}, causal={self.causal}"
 
 
+def causal_conv_skipping_padding(
+    xi: Tensor, hist: Tensor, mask: Tensor | None, conv: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor]:
+    """A causal depthwise conv over [history; xi] that treats padded positions as deleted.
+
+    xi: (B, T, C) conv inputs; hist: (B, C, K) the previous K inputs (oldest first); mask: (B, T) bool,
+    True = real token, or None; conv: maps (B, C, K + T) to (B, C, T) (a conv without padding).
+    Returns u (B, T, C) and the new history (B, C, K): the last K real inputs. With a mask the real
+    tokens of each row are moved to the front (in order), convolved, and moved back, so a real token's
+    window holds the real tokens before it: a prompt with holes or right padding gives the outputs and
+    the state of the same prompt without them (the outputs at padded positions are not meaningful; the
+    caller masks them). Without a mask it is a plain conv.
+    """
+    K = hist.shape[2]
+    if mask is None:
+        seq = torch.cat([hist, xi.transpose(1, 2)], dim=2)
+        return conv(seq).transpose(1, 2), seq[:, :, seq.shape[2] - K :]
+    order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)  # real positions first, in order
+    xc = xi.gather(1, order.unsqueeze(-1).expand_as(xi))
+    seq = torch.cat([hist, xc.transpose(1, 2)], dim=2)
+    uc = conv(seq).transpose(1, 2)
+    u = uc.gather(1, torch.argsort(order, dim=1).unsqueeze(-1).expand_as(uc))
+    n_real = mask.sum(1)  # the last K inputs are seq[:, :, n_real : n_real + K]
+    idx = (n_real.view(-1, 1, 1) + torch.arange(K, device=xi.device).view(1, 1, K)).expand(
+        -1, seq.shape[1], K
+    )
+    return u, seq.gather(2, idx)
+
+
 @dataclass(frozen=True)
 class MixerSpec:
     """A registered name: the factory, its default options, and what is known without building it."""

@@ -16,9 +16,10 @@ dB = delta B used by Mamba. Forms: "reference" loops over time (:func:`selective
 "scan" discretises all steps at once and runs the first-order scan :func:`recurrences.scan.linear_scan`
 over the flattened state (B, T, E * N) (:func:`selective_scan`).
 
-Padding (mask False): the conv input is zeroed and delta is set to 0, so dA = 1 and dB x = 0 and the
-state passes through unchanged; outputs at padded positions are zeroed. Left padding therefore gives
-exactly the outputs of the unpadded sequence, and the content of padding never changes real outputs.
+Padding (mask False) is the same as deleting those tokens: the conv skips padded positions
+(:func:`~recurrences.layers.base.causal_conv_skipping_padding`) and delta is set to 0, so dA = 1 and
+dB x = 0 and the state passes through unchanged; outputs at padded positions are zeroed. Left padding,
+holes and right padding all give the outputs and state of the unpadded sequence.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..scan import linear_scan
-from .base import Mixer, check_step_input, register_mixer
+from .base import Mixer, causal_conv_skipping_padding, check_step_input, register_mixer
 
 __all__ = [
     "Mamba",
@@ -286,11 +287,9 @@ class Mamba(Mixer):
             state = self._check_state(state, Bt)
         xi, z = self.in_proj(x).chunk(2, dim=-1)
         m = None if mask is None else mask.unsqueeze(-1).to(x.dtype)
-        if m is not None:
-            xi = xi * m  # padded positions feed zeros into the conv
         hist = x.new_zeros(Bt, self.d_inner, self.d_conv - 1) if state is None else state.conv.to(x.dtype)
-        seq = torch.cat([hist, xi.transpose(1, 2)], dim=2)  # (Bt, E, d_conv - 1 + T)
-        xc = self.conv1d(seq).transpose(1, 2)  # (Bt, T, E)
+        # padded positions are skipped: the conv window of a real token holds the real tokens before it
+        xc, conv_state = causal_conv_skipping_padding(xi, hist, mask, self.conv1d)  # (Bt, T, E)
         xs, delta, Bm, Cm = self._ssm_inputs(xc)
         if m is not None:
             delta = delta * m  # dA = 1, dBx = 0: the state passes through padding unchanged
@@ -302,8 +301,7 @@ class Mamba(Mixer):
             out = out * m
         if not return_state:
             return out
-        keep = self.d_conv - 1
-        return out, MambaState(seq[:, :, seq.shape[2] - keep :], h_last)
+        return out, MambaState(conv_state, h_last)
 
     def step(self, x_t: Tensor, state: MambaState | None) -> tuple[Tensor, MambaState]:
         """One token: x_t (B, D) -> y_t (B, D); the recurrence written for a single step."""
