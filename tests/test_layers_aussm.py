@@ -356,8 +356,9 @@ def test_bad_input_raises():
         AUSSM(8, d_state=0)
     with pytest.raises(ValueError, match="chunk_size"):
         AUSSM(8, chunk_size=-1)
-    with pytest.raises(ValueError, match="angle_scale"):
-        AUSSM(8, angle_scale=0.0)
+    for bad_scale in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="angle_scale"):
+            AUSSM(8, angle_scale=bad_scale)
     with pytest.raises(TypeError, match="conv"):
         AUSSM(8, conv="yes")
     theta, dv, B, C, h0 = core_inputs(2, 5, 3, 4)

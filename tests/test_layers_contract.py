@@ -238,6 +238,10 @@ def test_bad_step_input_raises(name):
         m.step(x[:, 0], m.init_state(3))  # state for another batch size
     with pytest.raises((ValueError, TypeError)):
         m(x, state=m.init_state(3), return_state=True)
+    with pytest.raises((ValueError, TypeError)):  # an empty sequence checks the state too
+        m(x[:, :0], state=m.init_state(3), return_state=True)
+    with pytest.raises((ValueError, TypeError)):
+        m(x[:, :0], state="not a state", return_state=True)
     other = torch.float32 if x.dtype == torch.float64 else torch.float64
     with torch.no_grad(), pytest.raises(TypeError, match="x_t has dtype"):
         m.step(x[:, 0].to(other), None)  # not the weights' dtype (as forward, a clear error)

@@ -280,8 +280,14 @@ class AUSSM(Mixer):
         self.double_dt_bias = double_dt_bias
         if angle_scale is None:
             angle_scale = 1.0 / math.sqrt(d_model)  # the official code's use-time scale
-        if isinstance(angle_scale, bool) or not isinstance(angle_scale, (int, float)) or not angle_scale > 0:
-            raise ValueError(f"AUSSM: angle_scale must be a positive number or None, got {angle_scale!r}")
+        if (
+            isinstance(angle_scale, bool)
+            or not isinstance(angle_scale, (int, float))
+            or not 0 < angle_scale < math.inf
+        ):
+            raise ValueError(
+                f"AUSSM: angle_scale must be a positive finite number or None, got {angle_scale!r}"
+            )
         self.angle_scale = float(angle_scale)
         d, n = d_model, d_state
         self.in_proj = nn.Linear(d, 2 * d, bias=False)

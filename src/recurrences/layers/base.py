@@ -149,6 +149,9 @@ class Mixer(nn.Module):
         if x.shape[0] == 0 and not return_state:  # an empty batch
             return x.new_zeros(x.shape)
         if x.shape[1] == 0:  # an empty sequence: nothing to mix, the state (if any) passes through
+            check_state = getattr(self, "_check_state", None)
+            if state is not None and check_state is not None:
+                state = check_state(state, x.shape[0])  # a state that does not fit is refused here too
             y = x.new_zeros(x.shape)
             if not return_state:
                 return y
