@@ -154,6 +154,42 @@ def test_concurrent_writers(tmp_path):
     assert s.integrity_check() == "ok"
 
 
+class _BusyOnce:
+    """A sqlite3 connection whose journal-mode pragma fails with 'database is locked' the first n times
+    (SQLite can return SQLITE_BUSY there without calling its busy handler)."""
+
+    fails = 0
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def execute(self, sql, *args):
+        if "journal_mode" in sql and _BusyOnce.fails > 0:
+            _BusyOnce.fails -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name, value):
+        if name == "_conn":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._conn, name, value)
+
+
+def test_a_busy_journal_mode_switch_is_retried(tmp_path, monkeypatch):
+    real = sqlite3.connect
+    monkeypatch.setattr(store_module.sqlite3, "connect", lambda *a, **k: _BusyOnce(real(*a, **k)))
+    _BusyOnce.fails = 3
+    s = RunStore(tmp_path / "runs.db")  # used to fail: "not a usable SQLite database (database is locked)"
+    assert _BusyOnce.fails == 0 and s.integrity_check() == "ok"
+    _BusyOnce.fails = 10**6  # locked for good: a clear error once the timeout has passed
+    with pytest.raises(ValueError, match="stayed locked by another process for 0.2 s"):
+        RunStore(tmp_path / "runs.db", timeout=0.2)
+
+
 def test_sigkill_mid_run_leaves_the_database_intact(tmp_path):
     db = tmp_path / "runs.db"
     p = _writer(db, "victim", 10**9)

@@ -129,6 +129,11 @@ def _num(x: Any) -> float | None:
     return None if math.isnan(x) else x
 
 
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    msg = str(e).lower()
+    return "locked" in msg or "busy" in msg
+
+
 class RunStore:
     """SQLite run store at ``path`` (created with its tables if absent)."""
 
@@ -143,6 +148,12 @@ class RunStore:
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
+        except sqlite3.OperationalError as e:
+            if _is_busy(e):
+                raise ValueError(
+                    f"run store {str(self.path)!r} stayed locked by another process for {self.timeout:g} s ({e})"
+                ) from None
+            raise ValueError(f"run store {str(self.path)!r} is not a usable SQLite database ({e})") from None
         except sqlite3.DatabaseError as e:
             raise ValueError(f"run store {str(self.path)!r} is not a usable SQLite database ({e})") from None
 
@@ -151,12 +162,29 @@ class RunStore:
 
     # -- connections -----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.row_factory = sqlite3.Row
-        return conn
+        """A connection in WAL mode. Setting the journal mode can meet SQLITE_BUSY without SQLite's busy
+        handler being called (another process creating the database, or closing the last connection and
+        removing the WAL file while this one opens), so that step is retried here, up to ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.OperationalError as e:
+                conn.close()
+                if not _is_busy(e) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 0.25)
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            conn.row_factory = sqlite3.Row
+            return conn
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
