@@ -266,6 +266,56 @@ options = { n_eval = 8, train_lengths = [8, 16] }
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM handling is POSIX")
+def test_sigterm_stops_the_workers_with_the_arena(tmp_path):
+    """SIGTERM to a parallel arena stops its workers too: they must not train on as orphans (a restarted
+    arena would then run the same runs twice, into the same run folders)."""
+    (tmp_path / "fault_plugin.py").write_text(FAULT_PLUGIN)
+    config = tmp_path / "fault.toml"
+    config.write_text(FAULT_CONFIG.replace("steps = 200", "steps = 1000000"))
+    out = tmp_path / "out"
+    log = tmp_path / "steps.log"
+    argv = [
+        "arena",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-report",
+        "--jobs",
+        "2",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), "FAULT_LOG": str(log)}
+    env["OMP_NUM_THREADS"] = "1"
+    code = f"import sys, fault_plugin; from recurrences.cli import main; sys.exit(main({argv!r}))"
+    # a new session, so that the signal reaches the arena alone, as from `kill PID`
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 180  # the workers import torch first
+        workers: set[str] = set()
+        while time.time() < deadline and proc.poll() is None and len(workers) < 2:
+            time.sleep(0.1)
+            if log.exists():
+                workers = {line.split()[0] for line in log.read_text().splitlines() if line.strip()}
+        assert len(workers) == 2, proc.communicate(timeout=30)[0].decode(errors="replace")[-2000:]
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode != 0
+        time.sleep(0.5)  # a worker still training logs a step every few milliseconds
+        n = len(log.read_text().splitlines())
+        time.sleep(2.0)
+        assert len(log.read_text().splitlines()) == n, "workers kept training after the arena was stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 def test_sigkill_mid_run_then_restart(tmp_path, monkeypatch, capsys):
     """SIGKILL the arena while one run is finished and one is running; restarting it keeps the finished

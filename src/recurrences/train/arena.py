@@ -575,6 +575,23 @@ def _worker_init(modules: list[str]) -> None:
         importlib.import_module(m)
 
 
+def _stop_on_sigterm() -> Callable[[], None]:
+    """While the pool runs, SIGTERM (a scheduler's or ``kill``'s stop) takes the Ctrl-C path: the workers
+    are stopped with the parent instead of training on as orphans (which a restarted arena would then
+    race on the same runs). Returns the function that puts the previous handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def run_arena(
     cells: list[Cell],
     *,
@@ -620,6 +637,7 @@ def run_arena(
         pool = ProcessPoolExecutor(
             max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=init_args
         )
+        restore_sigterm = _stop_on_sigterm()
         try:
             futures = {pool.submit(_run_cell, cell, db, root_dir, False): i for i, cell in enumerate(cells)}
             for done, fut in enumerate(as_completed(futures), start=1):
@@ -638,6 +656,8 @@ def run_arena(
                 p.terminate()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+        finally:
+            restore_sigterm()
         pool.shutdown(wait=True)
         for i, cell in enumerate(cells):
             if results[i][0]:
