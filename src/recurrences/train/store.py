@@ -148,14 +148,12 @@ class RunStore:
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
-        except sqlite3.OperationalError as e:
-            if _is_busy(e):
-                raise ValueError(
-                    f"run store {str(self.path)!r} stayed locked by another process for {self.timeout:g} s ({e})"
-                ) from None
-            raise ValueError(f"run store {str(self.path)!r} is not a usable SQLite database ({e})") from None
         except sqlite3.DatabaseError as e:
-            raise ValueError(f"run store {str(self.path)!r} is not a usable SQLite database ({e})") from None
+            if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
+                why = f"stayed locked by another process for {self.timeout:g} s"
+            else:
+                why = "is not a usable SQLite database"
+            raise ValueError(f"run store {str(self.path)!r} {why} ({e})") from None
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
