@@ -181,8 +181,8 @@ def causal_conv_skipping_padding(
     Returns u (B, T, C) and the new history (B, C, K): the last K real inputs. With a mask the real
     tokens of each row are moved to the front (in order), convolved, and moved back, so a real token's
     window holds the real tokens before it: a prompt with holes or right padding gives the outputs and
-    the state of the same prompt without them (the outputs at padded positions are not meaningful; the
-    caller masks them). Without a mask it is a plain conv.
+    the state of the same prompt without them (the outputs at padded positions, convolutions of zeros,
+    are not meaningful; the caller masks them). Without a mask it is a plain conv.
     """
     K = hist.shape[2]
     if mask is None:
@@ -190,6 +190,7 @@ def causal_conv_skipping_padding(
         return conv(seq).transpose(1, 2), seq[:, :, seq.shape[2] - K :]
     order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)  # real positions first, in order
     xc = xi.gather(1, order.unsqueeze(-1).expand_as(xi))
+    xc = torch.where(mask.gather(1, order).unsqueeze(-1), xc, 0)  # the padded tail convolves zeros
     seq = torch.cat([hist, xc.transpose(1, 2)], dim=2)
     uc = conv(seq).transpose(1, 2)
     u = uc.gather(1, torch.argsort(order, dim=1).unsqueeze(-1).expand_as(uc))
