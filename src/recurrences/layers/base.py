@@ -149,9 +149,8 @@ class Mixer(nn.Module):
         if x.shape[0] == 0 and not return_state:  # an empty batch
             return x.new_zeros(x.shape)
         if x.shape[1] == 0:  # an empty sequence: nothing to mix, the state (if any) passes through
-            check_state = getattr(self, "_check_state", None)
-            if state is not None and check_state is not None:
-                state = check_state(state, x.shape[0])  # a state that does not fit is refused here too
+            if state is not None:
+                state = self._check_state(state, x.shape[0])  # a state that does not fit is refused here too
             y = x.new_zeros(x.shape)
             if not return_state:
                 return y
@@ -160,6 +159,11 @@ class Mixer(nn.Module):
 
     def _forward(self, x: Tensor, *, mask: Tensor | None, state: Any, return_state: bool):
         raise NotImplementedError
+
+    def _check_state(self, state: Any, batch_size: int) -> Any:
+        """The state given to forward/step, checked against this layer and the batch size: a causal mixer
+        overrides this to raise a clear error when the state does not fit (and may return it converted)."""
+        return state
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no recurrent state (causal={self.causal})")

@@ -47,9 +47,7 @@ class ToyEMA(Mixer):
         B, T, D = x.shape
         a = torch.sigmoid(self.theta).to(x.dtype)
         u = self.w_in(x)
-        if state is not None and (not isinstance(state, Tensor) or state.shape != (B, D)):
-            raise ValueError(f"ToyEMA: state must have shape {(B, D)}")
-        h = x.new_zeros(B, D) if state is None else state
+        h = x.new_zeros(B, D) if state is None else self._check_state(state, B)
         hs = []
         for t in range(T):
             h_new = a * h + (1 - a) * u[:, t]
@@ -59,13 +57,19 @@ class ToyEMA(Mixer):
         y = self.w_out(states * F.silu(self.w_g(x)))
         return (y, h) if return_state else y
 
+    def _check_state(self, state: Any, batch_size: int) -> Tensor:
+        want = (batch_size, self.d_model)
+        if not isinstance(state, Tensor) or state.shape != want:
+            got = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
+            raise ValueError(f"ToyEMA: state must be a tensor of shape {want}, got {got}")
+        return state
+
     def init_state(self, batch_size: int, device=None, dtype=None) -> Tensor:
         return torch.zeros(batch_size, self.d_model, device=device, dtype=dtype or self.theta.dtype)
 
     def step(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         check_step_input("ToyEMA.step", x_t, self.d_model, like=self.w_in.weight)
-        if not isinstance(state, Tensor) or state.shape != x_t.shape:
-            raise ValueError(f"ToyEMA.step: state must have shape {tuple(x_t.shape)}")
+        state = self._check_state(state, x_t.shape[0])
         a = torch.sigmoid(self.theta).to(x_t.dtype)
         h = a * state + (1 - a) * self.w_in(x_t)
         return self.w_out(h * F.silu(self.w_g(x_t))), h
