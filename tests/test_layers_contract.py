@@ -204,6 +204,7 @@ def test_every_form_matches_reference(name, T):
 def test_bad_input_raises(name):
     m = make(name)
     x = data(2, 7)
+    assert m(x[:0]).shape == (0, 7, D)  # an empty batch is fine without a state
     with pytest.raises(ValueError):
         m(x[0])  # rank 2
     with pytest.raises(ValueError):
@@ -238,6 +239,8 @@ def test_bad_step_input_raises(name):
         m.step(x[:, 0], m.init_state(3))  # state for another batch size
     with pytest.raises((ValueError, TypeError)):
         m(x, state=m.init_state(3), return_state=True)
+    with pytest.raises(ValueError, match="batch size >= 1"):
+        m(x[:0], return_state=True)  # a state needs a sequence (as init_state and step say)
     with pytest.raises((ValueError, TypeError)):  # an empty sequence checks the state too
         m(x[:, :0], state=m.init_state(3), return_state=True)
     with pytest.raises((ValueError, TypeError)):

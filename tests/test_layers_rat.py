@@ -413,11 +413,6 @@ def test_step_under_autocast_runs_in_the_weights_dtype(step_method):
     torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-5)
 
 
-def test_forward_of_an_empty_batch_is_empty():
-    m = make(4)
-    assert m(data(0, 5)).shape == (0, 5, D)
-
-
 def test_float32_forms_agree_and_step_under_autograd():
     torch.manual_seed(0)
     m = create_mixer("rat", d_model=D, n_heads=H, chunk_size=3)

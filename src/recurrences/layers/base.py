@@ -146,7 +146,11 @@ class Mixer(nn.Module):
         check_param_dtype(type(self).__name__, x, next(self.parameters(), None))
         if (state is not None or return_state) and not self.causal:
             raise ValueError(f"{type(self).__name__} is bidirectional: it has no recurrent state")
-        if x.shape[0] == 0 and not return_state:  # an empty batch
+        if x.shape[0] == 0:  # an empty batch
+            if return_state:
+                raise ValueError(
+                    f"{type(self).__name__}: return_state=True needs batch size >= 1, got an empty batch"
+                )
             return x.new_zeros(x.shape)
         if x.shape[1] == 0:  # an empty sequence: nothing to mix, the state (if any) passes through
             if state is not None:
