@@ -64,11 +64,6 @@ STEP_METHODS = ("auto", "eager", "compiled")
 # than the eager step at batch 1-8 and 10-20% slower at batch 16, where SDPA's batched products win.
 _AUTO_KERNEL_MAX_BATCH = 8
 _EMPTY_NP = {dt: torch.empty(0, dtype=dt).numpy() for dt in (torch.float32, torch.float64)}
-_NP_DTYPE = {
-    torch.float32: np.dtype(np.float32),
-    torch.float64: np.dtype(np.float64),
-    torch.bool: np.dtype(np.bool_),
-}
 
 
 # -- state --------------------------------------------------------------------------------------------
@@ -530,8 +525,10 @@ class RAT(Mixer):
         self.head_dim = d_model // n_heads
         if rope and self.head_dim % 2:
             raise ValueError(f"RAT: rope=True needs an even head dim, got d_model/n_heads = {self.head_dim}")
-        if not (isinstance(rope_base, (int, float)) and 0 < rope_base < math.inf) or isinstance(
-            rope_base, bool
+        if (
+            isinstance(rope_base, bool)
+            or not isinstance(rope_base, (int, float))
+            or not 0 < rope_base < math.inf
         ):
             raise ValueError(f"RAT: rope_base must be a positive finite number, got {rope_base!r}")
         self.chunk_size = chunk_size
@@ -621,11 +618,6 @@ class RAT(Mixer):
         B, T, D = x.shape
         if state is not None:
             state = self._check_state(state, B)
-        if T == 0:
-            y = x.new_zeros(B, 0, D)
-            if not return_state:
-                return y
-            return y, (state if state is not None else self.init_state(B, device=x.device, dtype=x.dtype))
         if mask is not None and bool(mask.all()):
             mask = None
         z, q, k, v, g = self._project(x)
