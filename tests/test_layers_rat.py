@@ -276,6 +276,31 @@ def test_step_by_step_equals_forward(form, step_method):
 
 
 @pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_step_with_parametrized_weights_equals_forward(step_method):
+    """The step reads its weights from the modules' parameter dicts when they are plain parameters; a
+    parametrized weight (torch.nn.utils.parametrize) is read through the attribute, and gradients reach it."""
+    from torch.nn.utils import parametrize
+
+    class Scale(torch.nn.Module):
+        def forward(self, w):
+            return 1.5 * w
+
+    m = make(4, step_method=step_method)
+    parametrize.register_parametrization(m.in_proj, "weight", Scale())
+    parametrize.register_parametrization(m.out_proj, "weight", Scale())
+    x = data(2, 9)
+    with torch.no_grad():
+        ys, _ = decode(m, x)
+        torch.testing.assert_close(ys, m(x), rtol=1e-9, atol=1e-11)
+        plain = make(4, step_method=step_method)  # the same weights, not scaled: the scale is seen
+        assert not torch.allclose(ys, decode(plain, x)[0])
+    if step_method == "eager":
+        y_t, _ = m.step(x[:, 0], None)
+        y_t.sum().backward()
+        assert m.in_proj.parametrizations.weight.original.grad is not None
+
+
+@pytest.mark.parametrize("step_method", STEP_METHODS)
 @pytest.mark.parametrize("form", ["reference", "parallel"])
 @pytest.mark.parametrize("cuts", [(5, 11), (8, 12), (4, 5), (1, 2)])
 def test_prefill_then_step_equals_forward(form, cuts, step_method):
@@ -478,6 +503,28 @@ def test_no_grad_steps_after_a_prefill_with_gradients_keep_backward_valid(step_m
     torch.testing.assert_close(g, m.in_proj.weight.grad)
 
 
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+@pytest.mark.parametrize("bad_value", [float("inf"), float("nan")])
+def test_step_rejects_a_non_finite_token_and_the_state_stays_usable(step_method, bad_value):
+    """A NaN/inf token raises before anything is written: the same state (whose buffers the compiled step
+    writes in place) then decodes exactly as if the bad token had never been offered."""
+    m = make(4, step_method=step_method)
+    x = data(2, 7)
+    with torch.no_grad():
+        y_full = m(x)
+        s = m.init_state(2)
+        outs = []
+        for t in range(7):
+            if t in (3, 4):  # the last position of a chunk and the first of the next
+                bad = x[:, t].clone()
+                bad[1, 2] = bad_value
+                with pytest.raises(ValueError, match="NaN or inf"):
+                    m.step(bad, s)
+            y_t, s = m.step(x[:, t], s)
+            outs.append(y_t)
+    torch.testing.assert_close(torch.stack(outs, 1), y_full, rtol=1e-9, atol=1e-11)
+
+
 def test_step_rejects_bad_tokens():
     m = make(4)
     s = m.init_state(2)
@@ -602,9 +649,9 @@ def test_auto_step_uses_the_kernel_only_where_it_applies(monkeypatch):
     calls = []
     real = rat_module.RAT._step_compiled
 
-    def spy(self, kernel, x_t, st):
+    def spy(self, kernel, x_t, *args):
         calls.append(x_t.dtype)
-        return real(self, kernel, x_t, st)
+        return real(self, kernel, x_t, *args)
 
     monkeypatch.setattr(rat_module.RAT, "_step_compiled", spy)
     m = make(4)

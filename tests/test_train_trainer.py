@@ -20,7 +20,7 @@ from recurrences.train import (
     lr_at,
     train,
 )
-from recurrences.train.trainer import make_optimizer
+from recurrences.train.trainer import make_optimizer, sequence_loss
 
 
 def _setup(head="tagging", kind="tokens", mixer="_toy-ema", dropout=0.0, **task_kw):
@@ -56,7 +56,8 @@ def _weights(run_dir) -> dict[str, torch.Tensor]:
     "field, value",
     [("steps", -1), ("batch_size", 0), ("lr", 0.0), ("weight_decay", -1.0), ("warmup_steps", -2), ("min_lr_ratio", 1.5),
      ("grad_clip", -1.0), ("eval_every", -1), ("eval_batch_size", 0), ("eval_max_batches", 0), ("bf16", 1),
-     ("seed", 1.5), ("checkpoint_every", 0), ("log_every", 0), ("threads", 0), ("early_stop", float("nan"))],
+     ("seed", 1.5), ("checkpoint_every", 0), ("log_every", 0), ("threads", 0), ("early_stop", float("nan")),
+     ("decay_steps", 0), ("label_smoothing", -0.1), ("label_smoothing", 1.5)],
 )  # fmt: skip
 def test_train_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=rf"TrainConfig\.{field}"):
@@ -87,6 +88,36 @@ def test_lr_schedule():
     lrs = [lr_at(s, c) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     assert lr_at(0, TrainConfig(steps=5, lr=1.0, warmup_steps=0)) == pytest.approx(1.0)
+
+
+def test_lr_schedule_decay_steps_holds_the_floor():
+    c = TrainConfig(steps=210, lr=2.0, warmup_steps=10, min_lr_ratio=0.1, decay_steps=110)
+    full = TrainConfig(steps=110, lr=2.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert [lr_at(s, c) for s in range(111)] == pytest.approx([lr_at(s, full) for s in range(111)])
+    assert lr_at(60, c) == pytest.approx(2.0 * (0.1 + 0.9 * 0.5))
+    assert [lr_at(s, c) for s in range(110, 210)] == pytest.approx([0.2] * 100)
+    assert "decay_steps" not in TrainConfig().to_dict()  # unset: earlier run keys unchanged
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match="decay_steps must be at most steps"):
+        TrainConfig(steps=100, decay_steps=101)
+    with pytest.raises(ValueError, match="decay_steps"):
+        TrainConfig(steps=100, decay_steps=0)
+
+
+def test_label_smoothing_trains_on_smoothed_targets_and_evaluates_plain(tmp_path):
+    z = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    y = torch.tensor([0, 2])
+    ce, n = sequence_loss(z, y, head="classify", label_smoothing=0.3)
+    logp = torch.log_softmax(z, -1)
+    want = -(0.7 * logp[torch.arange(2), y] + 0.3 * logp.mean(-1)).sum()
+    assert int(n) == 2 and float(ce) == pytest.approx(float(want), rel=1e-6)
+    assert "label_smoothing" not in TrainConfig().to_dict()
+    # the smoothed loss trains (another trajectory), evaluation reports plain accuracy either way
+    task, mc = _setup("classify")
+    plain = train(mc, task, _tc(steps=6, eval_every=0), progress=False)
+    smooth = train(mc, task, _tc(steps=6, eval_every=0, label_smoothing=0.2), progress=False)
+    assert plain.history[-1]["loss"] != smooth.history[-1]["loss"]
+    assert set(plain.final) == set(smooth.final)
 
 
 def test_no_weight_decay_on_norms_biases_embeddings():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -37,8 +38,8 @@ def load_old(commit: str, path: str, name: str, tmp: Path):
     src = subprocess.run(
         ["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
-    src = src.replace("from ._rope import", "from recurrences.layers._rope import")
-    src = src.replace("from .base import", "from recurrences.layers.base import")
+    src = re.sub(r"^from \.\.(\w)", r"from recurrences.\1", src, flags=re.M)  # from .._optional
+    src = re.sub(r"^from \.(\w)", r"from recurrences.layers.\1", src, flags=re.M)  # from ._rope, .base
     src = src.split("\nregister_mixer(")[0]  # the registrations sit at the end of both files
     file = tmp / f"{name}.py"
     file.write_text(src)

@@ -73,9 +73,12 @@ def check_param_dtype(name: str, x: Tensor, p: Tensor | None, what: str = "x") -
         )
 
 
-def check_step_input(name: str, x_t: Tensor, d_model: int, like: Tensor | None = None) -> None:
+def check_step_input(
+    name: str, x_t: Tensor, d_model: int, like: Tensor | None = None, *, finite: bool = True
+) -> None:
     """Raise a clear error unless x_t is one finite token per sequence, shape (B >= 1, D=d_model), in the
-    dtype of the parameter ``like`` (when given; autocast excepted).
+    dtype of the parameter ``like`` (when given; autocast excepted). ``finite=False`` leaves the finite
+    check to the caller (:func:`check_finite_step_input`, or a compiled step that checks as it reads x_t).
 
     Called once per decoded token, so it is kept cheap: one reduction and one sync for the finite check
     (the exact elementwise check only runs when the sum is not finite).
@@ -90,6 +93,12 @@ def check_step_input(name: str, x_t: Tensor, d_model: int, like: Tensor | None =
     if not x_t.is_floating_point():
         raise TypeError(f"{name}: x_t must be floating point, got {x_t.dtype}")
     check_param_dtype(name, x_t, like, "x_t")
+    if finite:
+        check_finite_step_input(name, x_t)
+
+
+def check_finite_step_input(name: str, x_t: Tensor) -> None:
+    """Raise a clear error when x_t holds a NaN or an infinity."""
     if not math.isfinite(float(x_t.detach().sum())) and not bool(torch.isfinite(x_t).all()):
         raise ValueError(f"{name}: x_t contains NaN or inf")
 

@@ -51,7 +51,7 @@ from recurrences.scan import linear_scan
 
 from .._optional import optional_import
 from ._rope import rope_cos_sin, rotate_half
-from .base import Mixer, check_step_input, register_hybrid, register_mixer
+from .base import Mixer, check_finite_step_input, check_step_input, register_hybrid, register_mixer
 
 __all__ = ["RAT", "RATState", "rat_reference", "rat_parallel", "chunk_attention"]
 
@@ -128,15 +128,15 @@ class RATState:
 class _Snapshot:
     """Tensors a decoding step derives from the parameters, made at the first step of a chain of states
     and passed along it: the in_proj bias row [0, 0, b_g, 0, 0] (eager step), and W_in^T, W_out^T
-    (contiguous) and b_g as numpy (compiled step), each built when first needed. ``key`` = (data pointer,
+    (row-major) and b_g as numpy arrays (compiled step), each built when first needed. ``key`` = (data pointer,
     version) of in_proj.weight, out_proj.weight and gate_bias; ``params`` holds aliases of them, which
     keeps their storage alive, so an equal data pointer means the same tensor."""
 
     key: tuple
     params: tuple
     bias_row: Tensor | None = None
-    w_in_t: Tensor | None = None
-    w_out_t: Tensor | None = None
+    w_in_t: np.ndarray | None = None
+    w_out_t: np.ndarray | None = None
     b_g: np.ndarray | None = None
 
 
@@ -639,18 +639,19 @@ class RAT(Mixer):
         Under no_grad the buffers are written in place (amortised O(1) append); with gradients enabled
         they are concatenated instead, so that autograd never sees an in-place write.
 
-        ``step_method`` picks the implementation: "eager" (torch calls), "compiled" (the two projections
-        in torch, everything between them in one numba kernel, :mod:`recurrences.layers._rat_kernel`;
-        CPU, float32/float64, under ``torch.no_grad()``), or "auto": compiled where it applies, numba is
+        ``step_method`` picks the implementation: "eager" (torch calls), "compiled" (the whole step,
+        projections included, in one numba kernel, :mod:`recurrences.layers._rat_kernel`; CPU,
+        float32/float64, under ``torch.no_grad()``), or "auto": compiled where it applies, numba is
         installed and the batch has at most 8 sequences (larger batches run faster eager), else eager.
         Both give the same result (tests hold them equal).
         """
-        check_step_input("RAT.step", x_t, self.d_model, like=self.in_proj.weight)
-        if torch.is_autocast_enabled(x_t.device.type):
+        params = self._decode_params()
+        check_step_input("RAT.step", x_t, self.d_model, like=params[0], finite=False)
+        if torch.is_autocast_enabled("cpu" if x_t.is_cpu else x_t.device.type):
             # under autocast the step runs in the weights' dtype, autocast off: the cache and running
             # state are accumulated in it (as the forward keeps its scan and softmax statistics in float32)
             with torch.autocast(x_t.device.type, enabled=False):
-                return self.step(x_t.to(self.in_proj.weight.dtype), state)
+                return self.step(x_t.to(params[0].dtype), state)
         B, D = x_t.shape
         st = (
             self.init_state(B, device=x_t.device, dtype=x_t.dtype)
@@ -659,13 +660,24 @@ class RAT(Mixer):
         )
         kernel = self._step_kernel(x_t)
         if kernel is not None:
-            return self._step_compiled(kernel, x_t, st)
-        return self._step_eager(x_t, st)
+            return self._step_compiled(kernel, x_t, st, params)  # (the kernel checks that x_t is finite)
+        check_finite_step_input("RAT.step", x_t)
+        return self._step_eager(x_t, st, params)
 
-    def _snapshot(self, st: RATState) -> _Snapshot:
-        """The state's parameter snapshot, or a new one when there is none or a parameter has changed
-        (other storage, or an in-place update: a new version)."""
-        params = (self.in_proj.weight, self.out_proj.weight, self.gate_bias)
+    def _decode_params(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(in_proj.weight, out_proj.weight, gate_bias), read from the modules' parameter dicts: a step
+        costs tens of microseconds at batch 1, and nn.Module attribute lookups about 0.5 us each
+        (a parametrized or otherwise non-plain weight falls back to the attribute)."""
+        w_in = self._modules["in_proj"]._parameters.get("weight")
+        w_out = self._modules["out_proj"]._parameters.get("weight")
+        b_g = self._parameters.get("gate_bias")
+        if w_in is None or w_out is None or b_g is None:
+            return self.in_proj.weight, self.out_proj.weight, self.gate_bias
+        return w_in, w_out, b_g
+
+    def _snapshot(self, st: RATState, params: tuple[Tensor, Tensor, Tensor]) -> _Snapshot:
+        """The state's snapshot of ``params`` (:meth:`_decode_params`), or a new one when there is none
+        or a parameter has changed (other storage, or an in-place update: a new version)."""
         key = tuple((p.data_ptr(), p._version) for p in params)
         snap = st._decode
         if snap is None or snap.key != key:
@@ -684,7 +696,7 @@ class RAT(Mixer):
         if method == "eager":
             return None
         why = None
-        if x_t.device.type != "cpu":
+        if not x_t.is_cpu:
             why = f"runs on CPU tensors only, got x_t on {x_t.device}"
         elif x_t.dtype not in (torch.float32, torch.float64):
             why = f"runs in float32/float64 only, got {x_t.dtype}"
@@ -695,7 +707,7 @@ class RAT(Mixer):
         if why is None:
             mod = optional_import("recurrences.layers._rat_kernel")
             if not isinstance(mod, Exception):
-                return mod.rat_step_kernel
+                return mod.rat_decode_kernel
             if method == "compiled":
                 raise ImportError(
                     f"RAT: step_method='compiled' needs numba; install it with pip install 'recurrences[fast]' ({mod})"
@@ -721,37 +733,36 @@ class RAT(Mixer):
         valid = torch.cat([valid[:, :n], valid.new_empty(B, cap - n)], dim=1)
         return keys, values, valid, True
 
-    def _step_compiled(self, kernel, x_t: Tensor, st: RATState) -> tuple[Tensor, RATState]:
-        """:meth:`step` with the two projections as BLAS products and everything between them in one
-        compiled call (at batch 1 the eager step's ~30 small torch calls cost more than its arithmetic)."""
+    def _step_compiled(self, kernel, x_t: Tensor, st: RATState, params: tuple) -> tuple[Tensor, RATState]:
+        """:meth:`step` in one compiled call, projections included (at batch 1 the eager step's ~30 small
+        torch calls, and even two BLAS calls, cost more in fixed overhead than in arithmetic)."""
         B, D = x_t.shape
         L, dt, pos, n = self.chunk_size, x_t.dtype, st.pos, st.n_chunks
-        snap = self._snapshot(st)
+        snap = self._snapshot(st, params)
         if snap.w_in_t is None:
-            # transposed copies (as large as the weights): at batch 1 MKL's x @ W^T runs about twice as
-            # fast from a (D, N) row-major matrix as from the (N, D) weight
+            # row-major transposed copies (as large as the weights): the kernel streams them row by row
             w_in, w_out, b_g = snap.params
-            snap.w_in_t, snap.w_out_t = w_in.t().contiguous(), w_out.t().contiguous()
+            snap.w_in_t, snap.w_out_t = w_in.t().contiguous().numpy(), w_out.t().contiguous().numpy()
             snap.b_g = b_g.contiguous().numpy()
-        u = torch.mm(x_t, snap.w_in_t)  # [z~, v, g~, q^, k^] (the kernel adds b_g to g~)
         arrays = st._arrays
         if not (arrays is not None and st.keys.shape[2] > n and self._arrays_current(st, arrays, dt)):
             arrays = self._kernel_arrays(st, dt)
         keys, values, valid = arrays[0], arrays[1], arrays[2]
         kn, vn, valn, kpn, vpn = arrays[5:]
         npdt = kpn.dtype
-        kr, vr, zy = np.empty(kpn.shape, npdt), np.empty(vpn.shape, npdt), np.empty((B, D), npdt)
+        kr, vr, y = np.empty(kpn.shape, npdt), np.empty(vpn.shape, npdt), np.empty((B, D), npdt)
         cos, sin = self._rope_numpy(pos // L, dt)
-        kernel(u.numpy(), snap.b_g, kpn, vpn, pos % L == 0, kn, vn, valn, n, not st.all_valid, cos, sin,
-               self.n_groups, kr, vr, zy)  # fmt: skip
-        out = torch.mm(torch.from_numpy(zy), snap.w_out_t)
+        xn = (x_t.detach() if x_t.requires_grad else x_t).contiguous().numpy()
+        if not kernel(xn, snap.w_in_t, snap.b_g, kpn, vpn, pos % L == 0, kn, vn, valn, n, not st.all_valid,
+                      cos, sin, self.n_groups, snap.w_out_t, kr, vr, y):  # fmt: skip
+            raise ValueError("RAT.step: x_t contains NaN or inf")  # (checked before anything is written)
         if pos % L == L - 1:  # the chunk is finished: its slot now holds the summary
             n += 1
         k_run, v_run = torch.from_numpy(kr), torch.from_numpy(vr)
         new = RATState(keys, values, valid, n, k_run, v_run, self._all_true(B, x_t), pos + 1, st.all_valid)
         new._arrays = (keys, values, valid, k_run, v_run, kn, vn, valn, kr, vr)
         new._decode = snap
-        return out, new
+        return torch.from_numpy(y), new
 
     @staticmethod
     def _arrays_current(st: RATState, arrays: tuple, dt: torch.dtype) -> bool:
@@ -803,7 +814,7 @@ class RAT(Mixer):
         self._rope_np_cache = (c, dt, self.rope_base, cos, sin)
         return cos, sin
 
-    def _step_eager(self, x_t: Tensor, st: RATState) -> tuple[Tensor, RATState]:
+    def _step_eager(self, x_t: Tensor, st: RATState, params: tuple) -> tuple[Tensor, RATState]:
         """:meth:`step` in torch calls."""
         B, D = x_t.shape
         H, d, L = self.n_heads, self.head_dim, self.chunk_size
@@ -811,17 +822,18 @@ class RAT(Mixer):
         G, Gd, J = self.n_groups, self.n_groups * d, H // self.n_groups
         # heads as (J, G) = (H / G, G): head h uses group h mod G, so the group vectors q^, k^ broadcast
         # over dim 1 of (B, J, G, d)
-        snap = self._snapshot(st)
+        w_in, w_out, b_g = params
+        snap = self._snapshot(st, params)
         if dt is torch.float32 or dt is torch.float64:
-            u = F.linear(x_t, self.in_proj.weight, self._gate_bias_row(snap))  # [z~, v, g~ + b_g, q^, k^]
+            u = F.linear(x_t, w_in, self._gate_bias_row(snap, b_g))  # [z~, v, g~ + b_g, q^, k^]
             # one sigmoid gives z and g (sigmoid(v) is not used)
             z, _, g = torch.sigmoid(u.narrow(1, 0, 3 * D)).view(B, 3, J, G, d).unbind(1)
             _, v, _, qg, kg = u.split([D, D, D, Gd, Gd], dim=1)
         else:  # low precision: the gate is computed in float32, as in the forward
-            u = F.linear(x_t, self.in_proj.weight)
+            u = F.linear(x_t, w_in)
             zl, v, gl, qg, kg = u.split([D, D, D, Gd, Gd], dim=1)
             z = torch.sigmoid(zl).view(B, J, G, d)
-            g = torch.sigmoid(gl.float() + self.gate_bias.float()).to(dt).view(B, J, G, d)
+            g = torch.sigmoid(gl.float() + b_g.float()).to(dt).view(B, J, G, d)
         v, k = v.view(B, J, G, d), kg.view(B, 1, G, d)
         if pos % L == 0:  # a new chunk: forget everything
             a = 1 - g
@@ -864,7 +876,7 @@ class RAT(Mixer):
         if not st.all_valid:
             mask = valid[:, None, None, None, : n + 1].expand(B, J, 1, 1, n + 1).reshape(BJ, 1, 1, n + 1)
         y = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)  # (B H/G, G, 1, d)
-        out = F.linear(z.reshape(B, D) * y.reshape(B, D), self.out_proj.weight)
+        out = F.linear(z.reshape(B, D) * y.reshape(B, D), w_out)
         if pos % L == L - 1:  # the chunk is finished: its slot now holds the summary
             n += 1
         run_valid = self._all_true(B, x_t)  # the chunk now holds a real token
@@ -887,11 +899,9 @@ class RAT(Mixer):
         self._rope_cache = (c, M, self.rope_base)
         return M
 
-    def _gate_bias_row(self, snap: _Snapshot) -> Tensor:
-        """[0 (D), 0 (D), b_g (D), 0 (2 G d)]: in_proj's output plus this has the gate bias added.
-
-        Kept in the snapshot (built differentiably each step when gradients are enabled)."""
-        bg = self.gate_bias
+    def _gate_bias_row(self, snap: _Snapshot, bg: Tensor) -> Tensor:
+        """[0 (D), 0 (D), b_g (D), 0 (2 G d)]: in_proj's output plus this has the gate bias ``bg`` (the
+        parameter) added. Kept in the snapshot (built differentiably each step when gradients are enabled)."""
         if torch.is_grad_enabled() and bg.requires_grad:
             return self._bias_row(bg)
         if snap.bias_row is None:

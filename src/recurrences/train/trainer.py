@@ -4,10 +4,13 @@ Loss: cross-entropy over the non-ignored targets (``IGNORE_INDEX``),
 
     L = sum_{i: y_i != IGNORE} -log softmax(z_i)[y_i] / #{i: y_i != IGNORE}.
 
-Learning rate at step s (0-based) with peak lr, warmup W, total S and floor r = min_lr_ratio:
+Learning rate at step s (0-based) with peak lr, warmup W, floor r = min_lr_ratio and decay length
+S = decay_steps (default: steps):
 
-    lr(s) = lr * (s + 1) / W                                         for s < W
-    lr(s) = lr * (r + (1 - r) * (1 + cos(pi * (s - W) / max(1, S - W))) / 2)   otherwise.
+    lr(s) = lr * (s + 1) / W                                                       for s < W
+    lr(s) = lr * (r + (1 - r) * (1 + cos(pi * min(1, (s - W) / max(1, S - W)))) / 2)   otherwise,
+
+so with decay_steps < steps the rate holds at the floor r * lr from step S to the end.
 
 Metrics: "accuracy" = correct / count over non-ignored targets; "bpc" = (sum CE / count) / ln 2.
 The headline score is the mean of the metric over ``task.score_splits``.
@@ -94,9 +97,11 @@ class TrainConfig(ConfigMixin):
     ``grad_clip=0`` disables clipping (None is accepted for both and stored as 0);
     ``eval_max_batches=None`` evaluates every batch of a split; ``early_stop`` is a target for the
     headline score (reached means >= for accuracy, <= for bpc); ``threads=None`` leaves torch's
-    thread count alone. ``select``: which evaluation the run reports - "last" (the final one) or
-    "best_val" (the one with the best mean over ``task.val_splits``, earliest on ties; the task must
-    have validation splits, e.g. ``val_examples > 0`` for the length-generalisation tasks)."""
+    thread count alone. ``decay_steps``: the cosine reaches ``min_lr_ratio * lr`` there and holds it
+    to the end (default: at the last step). ``label_smoothing``: of the training loss only.
+    ``select``: which evaluation the run reports - "last" (the final one) or "best_val" (the one with
+    the best mean over ``task.val_splits``, earliest on ties; the task must have validation splits,
+    e.g. ``val_examples > 0`` for the length-generalisation tasks)."""
 
     steps: int = 1000
     batch_size: int = 32
@@ -104,6 +109,8 @@ class TrainConfig(ConfigMixin):
     weight_decay: float = 0.1
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
+    decay_steps: int | None = None
+    label_smoothing: float = 0.0
     grad_clip: float = 1.0
     eval_every: int = 200
     eval_batch_size: int = 64
@@ -127,7 +134,14 @@ class TrainConfig(ConfigMixin):
         _check_num("weight_decay", self.weight_decay, lo=0)
         _check_int("warmup_steps", self.warmup_steps, minimum=0)
         _check_num("min_lr_ratio", self.min_lr_ratio, lo=0, hi=1)
+        _check_int("decay_steps", self.decay_steps, minimum=1, allow_none=True)
+        if self.decay_steps is not None and self.decay_steps > self.steps:
+            raise ValueError(
+                f"TrainConfig.decay_steps must be at most steps ({self.steps}), got {self.decay_steps} "
+                f"(leave it unset to decay over all steps)"
+            )
         _check_num("grad_clip", self.grad_clip, lo=0)
+        _check_num("label_smoothing", self.label_smoothing, lo=0, hi=1)
         _check_int("eval_every", self.eval_every, minimum=0)
         _check_int("eval_batch_size", self.eval_batch_size, minimum=1)
         _check_int("eval_max_batches", self.eval_max_batches, minimum=1, allow_none=True)
@@ -145,15 +159,21 @@ class TrainConfig(ConfigMixin):
         self.weight_decay = float(self.weight_decay)
         self.min_lr_ratio = float(self.min_lr_ratio)
         self.grad_clip = float(self.grad_clip)
+        self.label_smoothing = float(self.label_smoothing)
         if self.early_stop is not None:
             self.early_stop = float(self.early_stop)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict; ``select`` only when not "last", so runs keyed before it existed keep
-        their keys (stores and checkpoints made earlier are found and resumed)."""
+        """The fields as a dict; ``select`` only when not "last", ``decay_steps`` only when set and
+        ``label_smoothing`` only when not 0, so runs keyed before they existed keep their keys (stores
+        and checkpoints made earlier are found and resumed)."""
         d = super().to_dict()
         if d.get("select") == "last":
             del d["select"]
+        if d.get("decay_steps") is None:
+            d.pop("decay_steps", None)
+        if d.get("label_smoothing") == 0.0:
+            d.pop("label_smoothing", None)
         return d
 
 
@@ -189,10 +209,12 @@ class TrainResult:
 
 # -- pieces ------------------------------------------------------------------------------------
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for (0-based) ``step``: linear warmup, then cosine down to ``min_lr_ratio * lr``."""
+    """Learning rate for (0-based) ``step``: linear warmup, then cosine down to ``min_lr_ratio * lr``
+    at ``decay_steps`` (default: ``steps``), held there after."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    total = cfg.steps if cfg.decay_steps is None else cfg.decay_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
     r = cfg.min_lr_ratio
     return cfg.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -212,8 +234,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
 
 
-def sequence_loss(logits: Tensor, targets: Tensor, *, head: str) -> tuple[Tensor, Tensor]:
-    """(sum of cross-entropy over non-ignored targets, their count) for any head's logits."""
+def sequence_loss(
+    logits: Tensor, targets: Tensor, *, head: str, label_smoothing: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """(sum of cross-entropy over non-ignored targets, their count) for any head's logits; with
+    ``label_smoothing`` = eps the target is (1 - eps) on the label plus eps spread evenly over the
+    classes (torch's definition). Training only: evaluation always scores plain cross-entropy."""
     if head == "classify":
         if logits.dim() != 2 or targets.shape != logits.shape[:1]:
             raise ValueError(
@@ -225,7 +251,7 @@ def sequence_loss(logits: Tensor, targets: Tensor, *, head: str) -> tuple[Tensor
         )
     z = logits.reshape(-1, logits.shape[-1]).float()
     y = targets.reshape(-1)
-    ce = F.cross_entropy(z, y, ignore_index=IGNORE_INDEX, reduction="sum")
+    ce = F.cross_entropy(z, y, ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing)
     return ce, (y != IGNORE_INDEX).sum()
 
 
@@ -595,7 +621,7 @@ def _train_loop(
                         f"activations became NaN/inf at step {step} (diverged); try a lower lr: {e}"
                     ) from e
                 raise
-            ce, _ = sequence_loss(logits, local.targets, head=mc.head)
+            ce, _ = sequence_loss(logits, local.targets, head=mc.head, label_smoothing=cfg.label_smoothing)
             denom = max(1, int(n_global))
             loss = ce * (ctx.world_size / denom)
             if not bool(torch.isfinite(loss.detach())):
