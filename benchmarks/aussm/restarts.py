@@ -26,6 +26,34 @@ def _mean_std(xs: list[float]) -> str:
     return f"{statistics.fmean(xs):.3f} +- {sd:.3f}"
 
 
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v)
+    return out
+
+
+def model_labels(configs: list[dict]) -> list[str]:
+    """A label per model config: the mixer, its layer count when not 1, and, where configs with the same
+    mixer and layer count differ, the settings that tell them apart (e.g. "aussm (d_state=16)"), so that
+    runs of two recipes in one store are never pooled."""
+    bases = [
+        c["mixer"] if c.get("n_layers", 1) == 1 else f"{c['mixer']} ({c['n_layers']} layers)" for c in configs
+    ]
+    flats = [_flat(c) for c in configs]
+    labels = []
+    for base, flat, cfg in zip(bases, flats, configs):
+        group = [f for b, f in zip(bases, flats) if b == base]
+        keys = sorted({k for f in group for k in f if len({g.get(k) for g in group}) > 1})
+        prefix = f"mixer_options.{cfg['mixer']}."
+        diff = [f"{k.removeprefix(prefix)}={json.loads(flat[k]) if k in flat else '-'}" for k in keys]
+        labels.append(base if not diff else f"{base} ({', '.join(diff)})")
+    return labels
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--db", required=True)
@@ -51,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     per_model: dict[str, dict[int, dict]] = {}
-    for mcfg, _, seed, score, final in rows:
-        mc = json.loads(mcfg)
-        model = mc["mixer"] if mc.get("n_layers", 1) == 1 else f"{mc['mixer']} ({mc['n_layers']} layers)"
+    labels = model_labels([json.loads(r[0]) for r in rows])
+    for model, (_, _, seed, score, final) in zip(labels, rows):
         ev = json.loads(final)
         val = [v for k, v in ev.items() if k.startswith("val_")]
         if not val:

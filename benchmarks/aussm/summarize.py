@@ -13,6 +13,8 @@ import sqlite3
 import statistics
 from pathlib import Path
 
+from restarts import model_labels  # benchmarks/aussm/restarts.py (this script's folder is on sys.path)
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -25,10 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         "select task_name, task_config, model_config, seed, status, score, final, seconds from runs order by seed"
     ).fetchall()
     cells: dict[tuple[str, str], dict] = {}
-    for task, tcfg, mcfg, seed, status, score, final, seconds in rows:
-        tc, mc = json.loads(tcfg), json.loads(mcfg)
+    models = model_labels([json.loads(r[2]) for r in rows])  # runs of two recipes are never pooled
+    for model, (task, tcfg, _, seed, status, score, final, seconds) in zip(models, rows):
+        tc = json.loads(tcfg)
         label = task if "dataset" not in tc else f"{task}-{tc['dataset']}"
-        cell = cells.setdefault((label, mc["mixer"]), {"task": label, "model": mc["mixer"], "runs": []})
+        cell = cells.setdefault((label, model), {"task": label, "model": model, "runs": []})
         fin = json.loads(final) if final else {}
         cell["runs"].append(
             {"seed": seed, "status": status, "score": score, "seconds": seconds, "eval": fin.get("eval", fin)}
