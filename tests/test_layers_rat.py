@@ -12,6 +12,7 @@ import io
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -642,6 +643,103 @@ def test_state_from_inference_mode_continues_outside_it(step_method):
     with torch.no_grad():
         y2, _ = decode(m, x[:, 7:], s)
         torch.testing.assert_close(torch.cat([y0, y1[:, None], y2], 1), m(x), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("step_method", STEP_METHODS_ALL)
+def test_state_from_inference_mode_continues_with_gradients(step_method):
+    """A state decoded under inference_mode, continued by a step with autograd on (the eager step's lerp
+    saves the running state for backward, which inference tensors may not be)."""
+    m = make(4, step_method=step_method)
+    x = data(2, 8).requires_grad_()
+    with torch.inference_mode():
+        s = None
+        for t in range(5):  # position 5 is inside a chunk: the running state is carried
+            _, s = m.step(x[:, t].detach(), s)
+    m.step_method = "auto"  # (the compiled step does not run under autograd)
+    y, _ = m.step(x[:, 5], s)
+    torch.testing.assert_close(y, m(x[:, :6])[:, 5], rtol=1e-9, atol=1e-11)
+    y.sum().backward()
+    assert x.grad is not None and x.grad[:, 5].abs().sum() > 0
+
+
+def _stepped(m: RAT, x: torch.Tensor, n: int) -> RATState:
+    s = None
+    for t in range(n):
+        _, s = m.step(x[:, t], s)
+    return s
+
+
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+def test_step_rejects_a_malformed_state_before_writing(step_method):
+    """Every buffer of a hand-edited state is checked (the compiled kernel has no bounds checks: a buffer of
+    the wrong size would be written out of bounds)."""
+    import dataclasses
+
+    m = make(4, step_method=step_method)
+    x = data(4, 8)
+    with torch.no_grad():
+        s = _stepped(m, x, 6)
+        bad = {
+            "values": (dataclasses.replace(s, values=s.values[:1].clone()), ValueError, "state.values"),
+            "valid batch": (dataclasses.replace(s, valid=s.valid[:2].clone()), ValueError, "state.valid"),
+            "valid dtype": (dataclasses.replace(s, valid=s.valid.double()), ValueError, "state.valid"),
+            "run_valid": (dataclasses.replace(s, run_valid=s.run_valid[:1]), ValueError, "state.run_valid"),
+            "capacity": (
+                dataclasses.replace(
+                    s,
+                    keys=s.keys[:, :, :1].clone(),
+                    values=s.values[:, :, :1].clone(),
+                    valid=s.valid[:, :1].clone(),
+                    pos=9,
+                    n_chunks=2,
+                ),
+                ValueError,
+                "fewer than state.n_chunks",
+            ),  # fmt: skip
+            "numpy pos": (dataclasses.replace(s, pos=np.int64(s.pos)), TypeError, "Python ints"),
+        }
+        for state, err, match in bad.values():
+            with pytest.raises(err, match=match):
+                m.step(x[:, 6], state)
+        y, _ = m.step(x[:, 6], s)  # the good state is untouched
+        torch.testing.assert_close(y, m(x[:, :7])[:, 6], rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("B", [2, 9])  # "auto": compiled at batch <= 8, eager above
+def test_step_from_an_expanded_state(B):
+    """A batch-1 state broadcast with .expand() (e.g. one prompt, B continuations) is never written in place."""
+    m = make(4)
+    x = data(1, 8)
+    with torch.no_grad():
+        s1 = _stepped(m, x, 6)  # a step's state: its buffers have spare capacity
+        e = lambda t: t.expand(B, *t.shape[1:])  # noqa: E731
+        sB = RATState(e(s1.keys), e(s1.values), e(s1.valid), s1.n_chunks, e(s1.k_run), e(s1.v_run),
+                      e(s1.run_valid), s1.pos, s1.all_valid)  # fmt: skip
+        y, _ = m.step(x[:, 6].expand(B, D), sB)
+        torch.testing.assert_close(y, m(x[:, :7])[:, 6].expand(B, D), rtol=1e-9, atol=1e-11)
+        y1, _ = m.step(x[:, 6], s1)  # the batch-1 state still decodes
+        torch.testing.assert_close(y1, y[:1], rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("step_method", STEP_METHODS)
+@pytest.mark.parametrize("param", ["gate_bias", "out_proj.weight"])
+def test_step_rejects_parameters_of_mixed_dtypes(step_method, param):
+    """As the forward does: a step with, e.g., a float64 gate bias in a float32 layer is a clear error, not
+    a kernel specialised on the mix nor a torch error from inside."""
+    m = make(4, step_method=step_method).float()
+    p = m.get_parameter(param)
+    p.data = p.data.double()
+    x = data(2, 1).float()
+    with torch.no_grad(), pytest.raises(TypeError, match="must share one dtype"):
+        m.step(x[:, 0], None)
+
+
+def test_step_rejects_a_token_of_another_type_or_device():
+    m = make(4)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        m.step(np.zeros((2, D)), None)
+    with pytest.raises(ValueError, match="meta"):
+        m.step(torch.empty(2, D, dtype=F64, device="meta"), None)
 
 
 @pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed")

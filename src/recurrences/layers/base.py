@@ -83,15 +83,20 @@ def check_step_input(
     Called once per decoded token, so it is kept cheap: one reduction and one sync for the finite check
     (the exact elementwise check only runs when the sum is not finite).
     """
-    if not isinstance(x_t, Tensor) or x_t.dim() != 2:
-        shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
-        raise ValueError(f"{name}: x_t must have shape (B, D={d_model}), got {shape}")
+    if not isinstance(x_t, Tensor):
+        raise TypeError(
+            f"{name}: x_t must be a torch.Tensor of shape (B, D={d_model}), got {type(x_t).__name__}"
+        )
+    if x_t.dim() != 2:
+        raise ValueError(f"{name}: x_t must have shape (B, D={d_model}), got {tuple(x_t.shape)}")
     if x_t.shape[1] != d_model:
         raise ValueError(f"{name}: x_t has last dim {x_t.shape[1]}, expected d_model={d_model}")
     if x_t.shape[0] == 0:
         raise ValueError(f"{name}: x_t holds no sequence (batch size 0)")
     if not x_t.is_floating_point():
         raise TypeError(f"{name}: x_t must be floating point, got {x_t.dtype}")
+    if like is not None and x_t.device != like.device:
+        raise ValueError(f"{name}: x_t is on {x_t.device} but the layer's weights are on {like.device}")
     check_param_dtype(name, x_t, like, "x_t")
     if finite:
         check_finite_step_input(name, x_t)

@@ -604,12 +604,34 @@ class RAT(Mixer):
             raise ValueError(
                 f"RAT: state.keys has shape {tuple(state.keys.shape)}, expected (B, H, capacity, d) = ({B}, {H}, *, {d})"
             )
-        if tuple(state.k_run.shape) != (B, H, d) or tuple(state.v_run.shape) != (B, H, d):
+        # every buffer is checked: the compiled step writes through them with no bounds checks of its own
+        if state.values.shape != state.keys.shape:
+            raise ValueError(
+                f"RAT: state.values has shape {tuple(state.values.shape)}, expected state.keys' {tuple(state.keys.shape)}"
+            )
+        cap = state.keys.shape[2]
+        if state.valid.shape != (B, cap) or state.valid.dtype != torch.bool:
+            raise ValueError(
+                f"RAT: state.valid must be a bool tensor of shape (B, capacity) = ({B}, {cap}), "
+                f"got {state.valid.dtype} {tuple(state.valid.shape)}"
+            )
+        if state.k_run.shape != (B, H, d) or state.v_run.shape != (B, H, d):
             raise ValueError(f"RAT: state.k_run/v_run must have shape (B, H, d) = ({B}, {H}, {d})")
-        if not isinstance(state.pos, int) or state.pos < 0 or state.n_chunks != state.pos // self.chunk_size:
+        if state.run_valid.shape != (B,) or state.run_valid.dtype != torch.bool:
+            raise ValueError(f"RAT: state.run_valid must be a bool tensor of shape (B,) = ({B},)")
+        if type(state.pos) is not int or type(state.n_chunks) is not int:
+            raise TypeError(
+                f"RAT: state.pos and state.n_chunks must be Python ints, got {type(state.pos).__name__} "
+                f"and {type(state.n_chunks).__name__}"
+            )
+        if state.pos < 0 or state.n_chunks != state.pos // self.chunk_size:
             raise ValueError(
                 f"RAT: state.pos={state.pos!r} and state.n_chunks={state.n_chunks!r} do not match chunk_size="
                 f"{self.chunk_size} (expected n_chunks == pos // chunk_size); was it made by another RAT layer?"
+            )
+        if cap < state.n_chunks:
+            raise ValueError(
+                f"RAT: state.keys holds {cap} chunk slots, fewer than state.n_chunks={state.n_chunks}"
             )
         return state
 
@@ -681,6 +703,12 @@ class RAT(Mixer):
         key = tuple((p.data_ptr(), p._version) for p in params)
         snap = st._decode
         if snap is None or snap.key != key:
+            w_in, w_out, b_g = params
+            if w_out.dtype != w_in.dtype or b_g.dtype != w_in.dtype:  # (the forward refuses them too)
+                raise TypeError(
+                    f"RAT.step: in_proj.weight, out_proj.weight and gate_bias must share one dtype, got "
+                    f"{w_in.dtype}, {w_out.dtype} and {b_g.dtype}; cast the whole layer (layer.to(dtype))"
+                )
             snap = _Snapshot(key, tuple(p.detach() for p in params))
         return snap
 
@@ -724,7 +752,8 @@ class RAT(Mixer):
         and are the step's own, else new ones (capacity doubled: amortised O(1) per chunk) holding the
         first n slots; and whether they are new (slot n is then new too)."""
         shared = self._shared_with_autograd
-        if keys.shape[2] > n and not (shared(keys) or shared(values) or shared(valid)):
+        writable = keys.is_contiguous() and values.is_contiguous() and valid.is_contiguous()  # (not expanded)
+        if keys.shape[2] > n and writable and not (shared(keys) or shared(values) or shared(valid)):
             return keys, values, valid, False
         (B, H), d = keys.shape[:2], self.head_dim
         cap = max(4, 2 * (n + 1))
@@ -840,6 +869,8 @@ class RAT(Mixer):
             k_run, v_run = a * k, a * v
         else:  # g * state + (1 - g) * input
             kp, vp = st.k_run, st.v_run
+            if kp.is_inference() and not torch.is_inference_mode_enabled():
+                kp, vp = kp.clone(), vp.clone()  # (from a decode under inference_mode: lerp saves them)
             if kp.dtype != dt or vp.dtype != dt:
                 kp, vp = kp.to(dt), vp.to(dt)
             k_run = torch.lerp(k, kp.reshape(B, J, G, d), g)
