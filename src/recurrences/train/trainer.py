@@ -90,6 +90,11 @@ def _check_num(
         )
 
 
+# Fields added after runs were first keyed, left out of TrainConfig.to_dict at these defaults so that the
+# keys of runs made before them do not change.
+_KEYLESS_DEFAULTS: dict[str, Any] = {"select": "last", "decay_steps": None, "label_smoothing": 0.0}
+
+
 @dataclass
 class TrainConfig(ConfigMixin):
     """How to train. ``eval_every=0`` evaluates only at the end; ``checkpoint_every=None`` checkpoints
@@ -168,12 +173,9 @@ class TrainConfig(ConfigMixin):
         ``label_smoothing`` only when not 0, so runs keyed before they existed keep their keys (stores
         and checkpoints made earlier are found and resumed)."""
         d = super().to_dict()
-        if d.get("select") == "last":
-            del d["select"]
-        if d.get("decay_steps") is None:
-            d.pop("decay_steps", None)
-        if d.get("label_smoothing") == 0.0:
-            d.pop("label_smoothing", None)
+        for name, default in _KEYLESS_DEFAULTS.items():
+            if name in d and d[name] == default:
+                del d[name]
         return d
 
 
